@@ -1,0 +1,1 @@
+"""Kerbline device application (MicroPython; the same modules run on CPython in the simulator)."""
