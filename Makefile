@@ -1,0 +1,35 @@
+# The README's commands. Every target that runs code bootstraps first (scripts/bootstrap.sh is idempotent
+# and fast when nothing changed), so a fresh clone needs only `make test` or `make demo`.
+PY := .venv/bin/python
+PYTEST := $(PY) -m pytest
+# Extra pytest arguments, e.g. `make test PYTEST_ARGS="-k broker -x"`.
+PYTEST_ARGS ?=
+
+.PHONY: bootstrap test test-all soak demo bench clean
+
+bootstrap:
+	@bash scripts/bootstrap.sh
+
+# Everything except the slow soak tests (the CI command, via .ci/run).
+test: bootstrap
+	$(PYTEST) -m "not slow" -q --durations=15 $(PYTEST_ARGS)
+
+test-all: bootstrap
+	$(PYTEST) -q --durations=25 $(PYTEST_ARGS)
+
+# Only the slow soak tests.
+soak: bootstrap
+	$(PYTEST) -m slow -q --durations=25 $(PYTEST_ARGS)
+
+demo: bootstrap
+	$(PY) -m simulator.demo
+
+# Each bench script prints its own figures; they run one after the other so they do not disturb each other.
+bench: bootstrap
+	@set -e; for script in $$(ls bench/*.py 2>/dev/null | sort); do \
+		echo "== $$script"; PYTHONPATH=$(CURDIR) $(PY) $$script; \
+	done
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .hypothesis test-artifacts
+	find . -path ./.venv -prune -o \( -name __pycache__ -o -name '*.mpy' \) -print0 | xargs -0 rm -rf
