@@ -25,8 +25,9 @@ class PtySerial:
     def __init__(self, baudrate: int = BAUDRATE, timeout: float = 1.0) -> None:
         self.master_fd, slave_fd = os.openpty()
         try:
+            # pyserial also sets raw mode when it opens the port; doing it here makes the pair raw from
+            # birth, so bytes a device writes before (or between) the port's opens are not echoed/cooked.
             tty.setraw(slave_fd, termios.TCSANOW)
-            tty.setraw(self.master_fd, termios.TCSANOW)
             self.path = os.ttyname(slave_fd)
             self.port = serial.Serial(self.path, baudrate=baudrate, timeout=timeout)
         except BaseException:
