@@ -3,7 +3,8 @@
 # run for real. `make demo` and `make test` call it first, so a fresh clone needs nothing else.
 #
 #   - .venv from python3 (>= 3.11; override with PYTHON=/path/to/python3.x)
-#   - pip install -e '.[dev]', only when pyproject.toml changed since the last install (stamp in .venv)
+#   - pip install -e '.[dev]', only when pyproject.toml or the set of package folders changed since the
+#     last install (stamp in .venv)
 #   - Debian packages whose binaries the tests start (mosquitto; add systemd-analyze etc. in DEBIAN_TOOLS)
 set -euo pipefail
 
@@ -12,6 +13,9 @@ ROOT=$(pwd -P)
 VENV="$ROOT/.venv"
 STAMP="$VENV/.kerbline-bootstrap-stamp"
 PYTHON=${PYTHON:-python3}
+# The editable install maps only the top-level packages that exist when it runs (see pyproject.toml's
+# packages.find), so a package folder that appears later must trigger a reinstall.
+PACKAGE_ROOTS=(firmware/kerbline gateway simulator)
 
 die() { echo "bootstrap: $*" >&2; exit 1; }
 
@@ -46,11 +50,14 @@ ensure_venv() {
     fi
     local want have=""
     want="$(sha256sum pyproject.toml | cut -d' ' -f1) $ROOT"
+    for package in "${PACKAGE_ROOTS[@]}"; do
+        [ -f "$package/__init__.py" ] && want="$want $package"
+    done
     [ -f "$STAMP" ] && have=$(cat "$STAMP")
     if [ "$want" != "$have" ]; then
-        echo "bootstrap: pip install -e '.[dev]' (pyproject.toml changed or first run)"
+        echo "bootstrap: pip install -e '.[dev]' (first run, or pyproject.toml or package folders changed)"
         "$VENV/bin/python" -m pip install --quiet --upgrade pip
-        "$VENV/bin/python" -m pip install --quiet -e ".[dev]"
+        "$VENV/bin/python" -m pip install -qq -e ".[dev]"
         echo "$want" > "$STAMP"
     fi
 }
