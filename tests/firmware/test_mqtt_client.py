@@ -1,0 +1,229 @@
+"""The firmware's MQTT client (kerbline.links.mqtt) against a real mosquitto, under the real MicroPython VM.
+
+The client runs inside tests/firmware/mp/mqtt_driver.py (the firmware compiled by mpy-cross, 64 KB heap,
+as on a board), which the test drives line by line over stdin/stdout. The other side is a CPython paho
+client. Faults are real: the broker is frozen with SIGSTOP (it then reads nothing and acknowledges
+nothing), killed and restarted, or refuses the login; the device is killed with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import paho.mqtt.client as paho
+import pytest
+
+from gateway.tools.firmware_build import build
+from tests.harness.micropython import MicroPythonProcess
+from tests.harness.mosquitto import Mosquitto
+
+DRIVER = Path(__file__).resolve().parent / "mp" / "mqtt_driver.py"
+FIRMWARE_SRC = Path(__file__).resolve().parents[2] / "firmware"
+DEV = "bin-0042"
+UP = f"kerbline/v1/{DEV}/up"
+DOWN = f"kerbline/v1/{DEV}/down"
+STATE = f"kerbline/v1/{DEV}/state"
+WAIT = 15.0  # seconds a step may take before the test gives up (a guard, not a timing assertion)
+
+
+# --- the device side: the driver script in a process ---------------------------------------------------
+
+class Driver:
+    """The driver script running in a process; `expect` reads its event lines in order."""
+
+    def __init__(self, stdin, stdout, stop: Callable[[], object], describe: Callable[[], str]) -> None:
+        self._stdin = stdin
+        self._stop = stop
+        self._describe = describe
+        self.lines: list[str] = []  # every line the driver printed, for assertions on the whole run
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._pump, args=(stdout,), daemon=True).start()
+        self.expect("READY")
+
+    def _pump(self, stdout) -> None:
+        for raw in stdout:
+            self._queue.put(raw.decode("utf-8", "replace").rstrip("\n"))
+        self._queue.put(None)
+
+    def send(self, command: str) -> None:
+        self._stdin.write(command.encode() + b"\n")
+        self._stdin.flush()
+
+    def expect(self, pattern: str, timeout: float = WAIT) -> re.Match[str]:
+        """The next line matching `pattern` (regex, from the line's start); lines before it are kept."""
+        while True:
+            try:
+                line = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                raise AssertionError(f"no line matching {pattern!r} within {timeout} s\n{self.transcript()}")
+            if line is None:
+                raise AssertionError(f"driver exited before {pattern!r}\n{self.transcript()}")
+            self.lines.append(line)
+            match = re.match(pattern, line)
+            if match:
+                return match
+
+    def ask(self, command: str, pattern: str) -> re.Match[str]:
+        self.send(command)
+        return self.expect(pattern)
+
+    def stats(self) -> dict[str, int]:
+        line = self.ask("stats", "STATS ").string
+        return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)}
+
+    def publish(self, text: str) -> int:
+        return int(self.ask(f"pub {text}", r"PUB (\d+)|FULL").group(1))
+
+    def transcript(self) -> str:
+        return "--- driver output ---\n" + "\n".join(self.lines) + "\n" + self._describe()
+
+    def close(self) -> None:
+        self._stop()
+
+
+@pytest.fixture(scope="module")
+def firmware_mpy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The firmware compiled by mpy-cross, as flashed on a board (source does not compile in 64 KB)."""
+    out = tmp_path_factory.mktemp("firmware-mpy")
+    build(out)
+    return out
+
+
+@pytest.fixture
+def device(micropython_process, firmware_mpy: Path) -> Iterator[Callable[..., Driver]]:
+    """Start the driver in a 64 KB MicroPython VM: `device(broker, key=value, ...)`."""
+    started: list[Driver] = []
+
+    def start(broker: Mosquitto, dev: str = DEV, **options: object) -> Driver:
+        args = [broker.host, str(broker.port), dev] + [f"{k}={v}" for k, v in options.items()]
+        proc: MicroPythonProcess = micropython_process(DRIVER, heap="64k", args=args, firmware=firmware_mpy)
+        driver = Driver(proc.stdin, proc.stdout, proc.close, lambda: "--- stderr ---\n" + proc.stderr_text())
+        driver.pid = proc.pid  # type: ignore[attr-defined]
+        started.append(driver)
+        return driver
+
+    yield start
+    for driver in started:
+        driver.close()
+
+
+# --- the other side: CPython paho clients -------------------------------------------------------------
+
+class Peer:
+    """A paho client on its own network thread; received messages queue up in `messages`."""
+
+    def __init__(self, broker: Mosquitto, client_id: str, subscribe: str | None = None) -> None:
+        self.messages: queue.Queue[paho.MQTTMessage] = queue.Queue()
+        self._subscribed = threading.Event()
+        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id)
+        self.client.on_message = lambda _c, _u, message: self.messages.put(message)
+        self.client.on_subscribe = lambda *_args: self._subscribed.set()
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+        if subscribe is not None:
+            self.client.subscribe(subscribe, qos=1)
+            assert self._subscribed.wait(WAIT), "no SUBACK for the test's subscriber"
+
+    def next(self, topic: str, timeout: float = WAIT) -> paho.MQTTMessage:
+        """The next message on `topic` (others are skipped)."""
+        while True:
+            try:
+                message = self.messages.get(timeout=timeout)
+            except queue.Empty:
+                raise AssertionError(f"no message on {topic} within {timeout} s") from None
+            if message.topic == topic:
+                return message
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
+        self.client.publish(topic, payload, qos=qos).wait_for_publish(WAIT)
+
+    def close(self) -> None:
+        self.client.disconnect()  # first, so the network thread leaves its select() at once
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def peer() -> Iterator[Callable[..., Peer]]:
+    peers: list[Peer] = []
+
+    def make(broker: Mosquitto, client_id: str = "watcher", subscribe: str | None = None) -> Peer:
+        p = Peer(broker, client_id, subscribe)
+        peers.append(p)
+        return p
+
+    yield make
+    for p in peers:
+        p.close()
+
+
+def freeze(broker: Mosquitto) -> None:
+    """SIGSTOP: the broker keeps its sockets open but reads, answers and acknowledges nothing."""
+    assert broker.pid is not None
+    os.kill(broker.pid, signal.SIGSTOP)
+
+
+def thaw(broker: Mosquitto) -> None:
+    assert broker.pid is not None
+    os.kill(broker.pid, signal.SIGCONT)
+
+
+# --- tests ----------------------------------------------------------------------------------------------
+
+def test_qos1_report_reaches_subscriber_and_its_puback_is_reported(mosquitto, device, peer) -> None:
+    watcher = peer(mosquitto, subscribe=f"kerbline/v1/{DEV}/#")
+    dev = device(mosquitto)
+    dev.expect("UP")
+    pid = dev.publish("report-1")
+    dev.expect(f"ACK {pid}$")
+    message = watcher.next(UP)
+    assert message.payload == b"report-1" and message.qos == 1
+    assert dev.stats()["inflight"] == 0
+
+
+def test_online_is_retained_on_the_state_topic(mosquitto, device, peer) -> None:
+    dev = device(mosquitto)
+    dev.expect("UP")
+    late = peer(mosquitto, "late", subscribe=STATE)  # subscribes after the device connected
+    message = late.next(STATE)
+    assert message.payload == b"online" and message.retain
+
+
+def test_will_says_offline_when_the_device_dies(mosquitto, device, peer) -> None:
+    dev = device(mosquitto)
+    dev.expect("UP")
+    watcher = peer(mosquitto, subscribe=STATE)
+    assert watcher.next(STATE).payload == b"online"
+    os.kill(dev.pid, signal.SIGKILL)  # no DISCONNECT: the broker must publish the will
+    assert watcher.next(STATE).payload == b"offline"
+    late = peer(mosquitto, "late", subscribe=STATE)
+    message = late.next(STATE)
+    assert message.payload == b"offline" and message.retain
+
+
+def test_close_leaves_offline_retained_and_disconnects(mosquitto, device, peer) -> None:
+    dev = device(mosquitto)
+    dev.expect("UP")
+    dev.ask("close", "CLOSED")
+    late = peer(mosquitto, "late", subscribe=STATE)
+    assert late.next(STATE).payload == b"offline"
+    assert f"Client {DEV} disconnected" in mosquitto.log_text()
+
+
+def test_commands_on_down_reach_the_callback(mosquitto, device, peer) -> None:
+    dev = device(mosquitto)
+    dev.expect("SUBSCRIBED")
+    gateway = peer(mosquitto, "gateway")
+    gateway.publish(DOWN, b"cmd-qos1", qos=1)
+    dev.expect(f"MSG {DOWN} 8 cmd-qos1$")
+    gateway.publish(DOWN, b"cmd-qos0", qos=0)
+    dev.expect(f"MSG {DOWN} 8 cmd-qos0$")
+    stats = dev.stats()
+    assert stats["rx"] == 2 and stats["bad"] == 0
