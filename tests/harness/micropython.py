@@ -11,8 +11,8 @@ filesystem, then runs the test's program:
 - `firmware`: the host folder that holds the `kerbline` package, the repository's `firmware/` by default.
   It is appended last to `sys.path` (mounted read-only at "/.firmware" when `vfs_root` is set), so
   modules present in the VFS root win over it; ".firmware" then also shows in `os.listdir("/")`.
-  Pass `firmware=None` when only what is in `vfs_root` may
-  be imported, e.g. to check that flashing copied everything.
+  Pass `firmware=None` when only what is in `vfs_root` may be imported, e.g. to check that flashing
+  copied everything.
 
 This VM build prints uncaught tracebacks on stdout, not stderr: look at `MicroPythonResult.output`.
 
