@@ -1,0 +1,258 @@
+"""Typed reports and commands: the payload inside the COSE envelope, checked and given meaning.
+
+`parse_report` / `parse_command` run stages 8 and 9 of the documented order on a payload whose MAC
+is already good: payload CBOR and limits (`bad_cbor`, `too_deep`, `too_large`), then version
+(`bad_version`), then shape and types (`bad_report` / `bad_command`). Records use the SenML CBOR
+labels (RFC 8428); base name/time/unit are resolved, and a missing unit is filled with the
+measurement's default so that nothing downstream needs the table.
+
+Integers that the spool stores as SQLite INTEGER (boot, seq, time, uptime, cid) are held to 2**63 - 1.
+"""
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import cbor2
+
+from gateway.wire.cbor_limits import decode
+from gateway.wire.cose import MAX_MESSAGE
+from gateway.wire.reasons import Reason, Rejected
+from gateway.wire.units import ALARM, DEVICE_ALARMS, MEASUREMENTS
+
+VERSION = 1
+MAX_RECORDS = 32
+MAX_UINT = 2**63 - 1
+
+# report keys
+_K_VERSION, _K_BOOT, _K_SEQ, _K_TIME, _K_UPTIME, _K_RECORDS = 1, 2, 3, 4, 5, 6
+_REPORT_KEYS = frozenset({1, 2, 3, 4, 5, 6})
+# SenML CBOR labels (RFC 8428 section 6)
+_L_BN, _L_BT, _L_BU, _L_N, _L_U, _L_V, _L_VS, _L_VB, _L_S, _L_T = -2, -3, -4, 0, 1, 2, 3, 4, 5, 6
+_RECORD_LABELS = frozenset({-4, -3, -2, 0, 1, 2, 3, 4, 5, 6})
+# value label -> value kind, as in units.MEASUREMENTS (a sum is numeric)
+_VALUE_LABELS = {_L_V: "v", _L_VS: "vs", _L_VB: "vb", _L_S: "v"}
+# SenML name rule (RFC 8428 section 4.5.1); names in the table skip it.
+_SENML_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9:./_-]*")
+
+# command keys and ops
+_C_VERSION, _C_CID, _C_OP, _C_ARGS = 1, 10, 11, 12
+_COMMAND_KEYS = frozenset({1, 10, 11, 12})
+OPS = ("ack", "time", "config", "reboot", "ping")
+# ack and time arguments reuse the report keys they refer to; config keeps its text keys.
+_NAMED_ARGS: dict[str, dict[str, int]] = {"ack": {"boot": 2, "seq": 3}, "time": {"time": 4}}
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One SenML record, resolved: `time_offset` is seconds from the report time (0 when absent)."""
+
+    name: str
+    value: float | int | bool | str
+    unit: str | None
+    time_offset: float | int = 0
+    is_sum: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """A report as accepted: `time` (unix s) when the device clock was set, else `uptime` (ms)."""
+
+    device: str
+    boot: int
+    seq: int
+    time: int | None
+    uptime: int | None
+    readings: tuple[Reading, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A command; `args` by name: ack {boot, seq}, time {time}, config {setting: value}, else {}."""
+
+    cid: int
+    op: str
+    args: Mapping[str, Any]
+
+
+# ------------------------------------------------------------------------------------------ checks
+
+
+def _is_uint(value: object) -> bool:
+    return type(value) is int and 0 <= value <= MAX_UINT  # type(True) is bool, so bools are out
+
+
+def _is_number(value: object) -> bool:
+    return type(value) is int or (type(value) is float and math.isfinite(value))
+
+
+def _decode_payload(payload: bytes) -> Any:
+    if len(payload) > MAX_MESSAGE:
+        raise Rejected(Reason.TOO_LARGE, f"payload of {len(payload)} bytes")
+    return decode(payload)
+
+
+def _version(data: Any, shape_error: Reason) -> None:
+    version = data.get(1) if type(data) is dict else None
+    if type(version) is not int:
+        raise Rejected(shape_error, "not a map with an integer version")
+    if version != VERSION:
+        raise Rejected(Reason.BAD_VERSION, f"version {version}")
+
+
+# ----------------------------------------------------------------------------------------- reports
+
+
+def _bad(detail: str) -> Rejected:
+    return Rejected(Reason.BAD_REPORT, detail)
+
+
+def parse_report(payload: bytes, device: str) -> Report:
+    """The report in `payload` (MAC already checked) from `device`, or Rejected."""
+    data = _decode_payload(payload)
+    records = data.get(_K_RECORDS) if type(data) is dict else None
+    if type(records) is list and len(records) > MAX_RECORDS:
+        raise Rejected(Reason.TOO_LARGE, f"{len(records)} records")
+    _version(data, Reason.BAD_REPORT)
+    if not data.keys() <= _REPORT_KEYS:
+        raise _bad("unknown report key")
+    boot, seq = data.get(_K_BOOT), data.get(_K_SEQ)
+    if not (_is_uint(boot) and boot >= 1 and _is_uint(seq) and seq >= 1):
+        raise _bad("boot and seq must be integers >= 1")
+    time, uptime = data.get(_K_TIME), data.get(_K_UPTIME)
+    if time is None and uptime is None:
+        raise _bad("neither time nor uptime")
+    if (time is not None and not _is_uint(time)) or (uptime is not None and not _is_uint(uptime)):
+        raise _bad("time and uptime must be unsigned integers")
+    if type(records) is not list or not records:
+        raise _bad("records must be a non-empty array")
+    return Report(device, boot, seq, time, uptime, _readings(records))
+
+
+def _readings(records: list[Any]) -> tuple[Reading, ...]:
+    base_name, base_time, base_unit = "", 0, None
+    readings = []
+    for record in records:
+        if type(record) is not dict or not record.keys() <= _RECORD_LABELS:
+            raise _bad("record is not a map of SenML labels")
+        if _L_BN in record or _L_BT in record or _L_BU in record:
+            base_name, base_time, base_unit = _bases(record, base_name, base_time, base_unit)
+        name = record.get(_L_N, "")
+        if type(name) is not str:
+            raise _bad("record name is not text")
+        name = base_name + name
+        measurement = MEASUREMENTS.get(name)
+        if measurement is None and _SENML_NAME.fullmatch(name) is None:
+            raise _bad("record without a valid name")
+        value_labels = [label for label in _VALUE_LABELS if label in record]
+        if len(value_labels) != 1:
+            raise _bad(f"{name}: needs exactly one of v, vs, vb, s")
+        label = value_labels[0]
+        value = record[label]
+        kind = _VALUE_LABELS[label]
+        if kind == "v":
+            well_typed = _is_number(value)
+        else:
+            well_typed = type(value) is (str if kind == "vs" else bool)
+        if not well_typed:
+            raise _bad(f"{name}: value of the wrong type")
+        if measurement is not None and measurement.kind != kind:
+            raise _bad(f"{name}: must be sent as {measurement.kind}")
+        if name == ALARM and value not in DEVICE_ALARMS:
+            raise _bad("unknown alarm")
+        unit = record.get(_L_U, base_unit)
+        if unit is None:
+            unit = measurement.unit if measurement is not None else None
+        elif type(unit) is not str:
+            raise _bad(f"{name}: unit is not text")
+        offset = record.get(_L_T, 0)
+        if not _is_number(offset):
+            raise _bad(f"{name}: time offset is not a number")
+        readings.append(Reading(name, value, unit, base_time + offset, label == _L_S))
+    return tuple(readings)
+
+
+def _bases(record: dict[int, Any], name: str, time: float | int, unit: str | None) -> tuple[str, Any, Any]:
+    """SenML base fields: they apply to this record and every later one."""
+    if _L_BN in record:
+        name = record[_L_BN]
+        if type(name) is not str:
+            raise _bad("base name is not text")
+    if _L_BT in record:
+        time = record[_L_BT]
+        if not _is_number(time):
+            raise _bad("base time is not a number")
+    if _L_BU in record:
+        unit = record[_L_BU]
+        if type(unit) is not str:
+            raise _bad("base unit is not text")
+    return name, time, unit
+
+
+# ---------------------------------------------------------------------------------------- commands
+
+
+def parse_command(payload: bytes) -> Command:
+    """The command in `payload` (MAC already checked), or Rejected."""
+    data = _decode_payload(payload)
+    _version(data, Reason.BAD_COMMAND)
+    if data.keys() != _COMMAND_KEYS:
+        raise Rejected(Reason.BAD_COMMAND, "keys must be version, cid, op, args")
+    cid, op, args = data[_C_CID], data[_C_OP], data[_C_ARGS]
+    if not _is_uint(cid) or op not in OPS or type(args) is not dict:
+        raise Rejected(Reason.BAD_COMMAND, "bad cid, unknown op or args not a map")
+    return Command(cid, op, _named_args(op, args))
+
+
+def _named_args(op: str, args: dict[Any, Any]) -> dict[str, Any]:
+    names = _NAMED_ARGS.get(op)
+    if names is not None:
+        named = {name: args.get(key) for name, key in names.items()}
+        if len(args) != len(names) or not all(_is_uint(value) for value in named.values()):
+            raise Rejected(Reason.BAD_COMMAND, f"{op} takes {', '.join(names)} as unsigned integers")
+        return named
+    if op == "config":
+        if not all(type(key) is str and key and _is_setting(value) for key, value in args.items()):
+            raise Rejected(Reason.BAD_COMMAND, "config takes text keys and plain values")
+        return dict(args)
+    if args:
+        raise Rejected(Reason.BAD_COMMAND, f"{op} takes no arguments")
+    return {}
+
+
+def _is_setting(value: Any) -> bool:
+    """A config value: a number, bool or text, or an array of those (e.g. a dimming schedule)."""
+    if type(value) is list:
+        return all(_is_setting(element) for element in value)
+    return _is_number(value) or type(value) in (bool, str)
+
+
+def _wire(value: Any) -> Any:
+    """Integral floats travel as integers, their shortest exact CBOR form."""
+    if type(value) is float and math.isfinite(value) and value.is_integer():
+        return int(value)
+    if type(value) in (list, tuple):
+        return [_wire(element) for element in value]
+    return value
+
+
+def encode_command(command: Command) -> bytes:
+    """Deterministic CBOR of `command`; ValueError if a device would refuse it."""
+    names = _NAMED_ARGS.get(command.op)
+    if names is not None:
+        if set(command.args) != set(names):
+            raise ValueError(f"{command.op} takes {', '.join(names)}")
+        args = {names[name]: value for name, value in command.args.items()}
+    else:
+        args = {key: _wire(value) for key, value in command.args.items()}
+    payload = cbor2.dumps(
+        {_C_VERSION: VERSION, _C_CID: command.cid, _C_OP: command.op, _C_ARGS: args}, canonical=True
+    )
+    try:
+        parse_command(payload)
+    except Rejected as exc:
+        raise ValueError(f"a device would refuse this command ({exc})") from None
+    return payload
