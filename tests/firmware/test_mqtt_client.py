@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -81,6 +82,18 @@ class Driver:
 
     def publish(self, text: str) -> int:
         return int(self.ask(f"pub {text}", r"PUB (\d+)|FULL").group(1))
+
+    def wait_for(self, command: str, done: Callable[[str], bool], timeout: float = WAIT) -> str:
+        """Send `command` (stats, error, retry) until its answer satisfies `done`; that answer."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.send(command)
+            line = self.expect(command.upper() + " ").string
+            if done(line):
+                return line
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{command}: last answer {line!r}\n{self.transcript()}")
+            time.sleep(0.02)
 
     def transcript(self) -> str:
         return "--- driver output ---\n" + "\n".join(self.lines) + "\n" + self._describe()
@@ -227,3 +240,115 @@ def test_commands_on_down_reach_the_callback(mosquitto, device, peer) -> None:
     dev.expect(f"MSG {DOWN} 8 cmd-qos0$")
     stats = dev.stats()
     assert stats["rx"] == 2 and stats["bad"] == 0
+
+
+def test_broker_restart_loses_nothing_unacked_is_resent_with_dup(mosquitto_factory, device, peer) -> None:
+    broker = mosquitto_factory(extra_config=["log_type debug"])
+    dev = device(broker, backoff_ms=200, backoff_max_ms=1000)
+    dev.expect("UP")
+    freeze(broker)
+    pid = dev.publish("must-arrive")  # written to the socket; the frozen broker never reads it
+    dev.ask("hold", "HELD")  # no polling while the world changes, so the order below is certain
+    broker.kill()
+    broker.start()
+    watcher = peer(broker, subscribe=UP)
+    dev.ask("go", "GOING")
+    dev.expect(r"DOWN ")
+    dev.expect("UP")
+    dev.expect(f"ACK {pid}$")
+    assert watcher.next(UP).payload == b"must-arrive"
+    stats = dev.stats()
+    assert stats["conn"] == 2 and stats["resend"] == 1 and stats["inflight"] == 0
+    assert f"Received PUBLISH from {DEV} (d1, q1, r0, m{pid}," in broker.log_text()
+
+
+def test_late_puback_resend_with_dup_and_one_ack(mosquitto_factory, device, peer) -> None:
+    broker = mosquitto_factory(extra_config=["log_type debug"])
+    dev = device(broker, ack_ms=300)
+    dev.expect("UP")
+    watcher = peer(broker, subscribe=UP)
+    freeze(broker)
+    pid = dev.publish("slow-ack")
+    # The frozen broker sends no PUBACK; after ack_ms the client sends the message again with DUP.
+    dev.wait_for("stats", lambda line: "resend=0 " not in line)
+    thaw(broker)
+    dev.expect(f"ACK {pid}$")
+    assert watcher.next(UP).payload == b"slow-ack"
+    log = broker.log_text()
+    assert f"Received PUBLISH from {DEV} (d0, q1, r0, m{pid}," in log
+    assert f"Received PUBLISH from {DEV} (d1, q1, r0, m{pid}," in log
+    # Both copies are acknowledged by the broker; the second PUBACK finds no message and is counted.
+    dev.wait_for("stats", lambda line: "stray=0 " not in line)
+    stats = dev.stats()
+    assert stats["inflight"] == 0 and stats["conn"] == 1
+    assert dev.lines.count(f"ACK {pid}") == 1
+
+
+def test_window_of_four_then_full_until_acks_free_it(mosquitto, device) -> None:
+    dev = device(mosquitto)
+    dev.expect("UP")
+    freeze(mosquitto)
+    pids = [dev.publish(f"r{i}") for i in range(4)]
+    assert len(set(pids)) == 4
+    dev.ask("pub r4", "FULL$")
+    assert dev.stats()["inflight"] == 4
+    thaw(mosquitto)
+    for pid in pids:
+        dev.expect(f"ACK {pid}$")
+    assert dev.stats()["inflight"] == 0
+    assert dev.publish("r4") not in pids
+
+
+def test_oversized_incoming_is_discarded_and_the_stream_stays_in_step(mosquitto_factory, device, peer) -> None:
+    broker = mosquitto_factory(extra_config=["log_type debug"])
+    dev = device(broker, max_packet=1200)
+    dev.expect("SUBSCRIBED")
+    gateway = peer(broker, "gateway")
+    overhead = 2 + len(DOWN) + 2  # topic length, topic, packet id: remaining length = overhead + payload
+    gateway.publish(DOWN, b"x" * (1200 - overhead), qos=1)  # exactly at the bound: delivered
+    dev.expect(f"MSG {DOWN} {1200 - overhead} x")
+    gateway.publish(DOWN, b"y" * (1201 - overhead), qos=1)  # one byte over: discarded
+    gateway.publish(DOWN, b"z" * 50_000, qos=1)  # far over, spans many reads
+    gateway.publish(DOWN, b"w" * 5_000, qos=0)
+    gateway.publish(DOWN, b"after", qos=1)
+    dev.expect(f"MSG {DOWN} 5 after$")
+    stats = dev.stats()
+    assert stats["big"] == 3 and stats["bad"] == 0 and stats["conn"] == 1 and stats["rx"] == 2
+    assert not [line for line in dev.lines if line.startswith("MSG") and (" y" in line or " z" in line)]
+    # The discarded QoS 1 messages were still acknowledged, so the broker holds nothing for the device.
+    assert len(re.findall(rf"Received PUBACK from {DEV} ", broker.log_text())) == 4
+
+
+@pytest.fixture
+def password_broker(mosquitto_factory, tmp_path: Path) -> Mosquitto:
+    passwd = tmp_path / "passwd"
+    passwd.write_text("")
+    subprocess.run(["mosquitto_passwd", "-b", str(passwd), DEV, "s3cret-key"], check=True)
+    return mosquitto_factory(allow_anonymous=False, extra_config=[f"password_file {passwd}"])
+
+
+@pytest.mark.parametrize("password", [None, "guess"])
+def test_refused_login_is_a_clear_error_and_the_client_backs_off(password_broker, device, password) -> None:
+    options = {"backoff_ms": 100, "backoff_max_ms": 400}
+    if password:
+        options["password"] = password
+    dev = device(password_broker, **options)
+    error = dev.wait_for("error", lambda line: "refused" in line)
+    assert "connection refused: not authorized (5)" in error
+    assert "s3cret" not in error and "guess" not in error
+    # It keeps trying, waiting at most backoff_max_ms between attempts, and never crashes.
+    refusals = password_broker.log_text().count("disconnected, not authorised")
+    assert refusals >= 1
+    wait = int(dev.wait_for("retry", lambda line: line != "RETRY None").split()[1])
+    assert 0 <= wait <= 400
+    dev.wait_for("stats", lambda _line: password_broker.log_text().count("disconnected, not authorised") > refusals)
+    assert "UP" not in dev.lines
+    assert dev.stats()["conn"] == 0
+
+
+def test_right_password_connects(password_broker, device) -> None:
+    dev = device(password_broker, password="s3cret-key")
+    dev.expect("UP")
+    dev.expect("SUBSCRIBED")
+    pid = dev.publish("authenticated")
+    dev.expect(f"ACK {pid}$")

@@ -11,6 +11,7 @@ one command line per turn from stdin:
   stats       -> "STATS conn=.. resend=.. big=.. bad=.. stray=.. rx=.. inflight=.."
   idle N      N polls with nothing to do -> "IDLE bytes=<heap bytes allocated>" (MicroPython only)
   retry       -> "RETRY <next_retry_ms or None>"
+  error       -> "ERROR <repr of the client's last error>"
   close       client.close(), print "CLOSED" and exit
 Events: "UP" on connect, "SUBSCRIBED" on SUBACK, "DOWN <error>" when the link drops, "ACK <pid>", "MSG <topic> <len> <payload>"
 (payload as text, cut at 40 characters). Every line is flushed at once.
@@ -105,6 +106,8 @@ def main():
                 c.poll(now())
             after = gc.mem_alloc() if hasattr(gc, "mem_alloc") else 0
             say("IDLE bytes=%d" % (after - before))
+        elif cmd == "error":
+            say("ERROR", repr(c.error))
         elif cmd == "retry":
             say("RETRY", c.next_retry_ms(now()))
         elif cmd == "close":
