@@ -352,3 +352,62 @@ def test_right_password_connects(password_broker, device) -> None:
     dev.expect("SUBSCRIBED")
     pid = dev.publish("authenticated")
     dev.expect(f"ACK {pid}$")
+
+
+def test_missing_pingresp_means_dead_connection_then_reconnect(mosquitto, device) -> None:
+    dev = device(mosquitto, keepalive=1, ping_ms=300, backoff_ms=100, backoff_max_ms=200)
+    dev.expect("UP")
+    freeze(mosquitto)  # the PINGREQ sent after 1 s idle gets no PINGRESP
+    dev.expect(r"DOWN MQTTError\('no PINGRESP',?\)")
+    thaw(mosquitto)
+    dev.expect("UP")
+    pid = dev.publish("after-ping-loss")
+    dev.expect(f"ACK {pid}$")
+
+
+def test_report_handed_over_while_down_goes_out_on_connect(mosquitto, device, peer) -> None:
+    mosquitto.stop()
+    dev = device(mosquitto, backoff_ms=100, backoff_max_ms=200)
+    pid = dev.publish("queued-while-down")  # taken into the window although there is no connection
+    dev.ask("pub0 lost-qos0", "PUB0 None$")  # QoS 0 is not taken while down
+    dev.ask("hold", "HELD")  # the watcher must be subscribed before the device can connect
+    mosquitto.start()
+    watcher = peer(mosquitto, subscribe=UP)
+    dev.ask("go", "GOING")
+    dev.expect("UP")
+    dev.expect(f"ACK {pid}$")
+    assert watcher.next(UP).payload == b"queued-while-down"
+
+
+def test_idle_poll_allocates_nothing(mosquitto, device) -> None:
+    dev = device(mosquitto)
+    dev.expect("SUBSCRIBED")
+    assert dev.ask("idle 2000", "IDLE ").string == "IDLE bytes=0"
+
+
+def test_same_client_under_cpython(mosquitto, peer) -> None:
+    watcher = peer(mosquitto, subscribe=f"kerbline/v1/{DEV}/#")
+    proc = subprocess.Popen([sys.executable, str(DRIVER), mosquitto.host, str(mosquitto.port), DEV],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONPATH": str(FIRMWARE_SRC)})
+
+    def stop() -> None:
+        proc.kill()
+        proc.wait()
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            pipe.close()
+
+    dev = Driver(proc.stdin, proc.stdout, stop, lambda: "")
+    try:
+        dev.expect("UP")
+        dev.expect("SUBSCRIBED")
+        assert watcher.next(STATE).payload == b"online"
+        pid = dev.publish("from-cpython")
+        dev.expect(f"ACK {pid}$")
+        assert watcher.next(UP).payload == b"from-cpython"
+        watcher.publish(DOWN, b"cmd")
+        dev.expect(f"MSG {DOWN} 3 cmd$")
+        dev.ask("close", "CLOSED")
+        assert watcher.next(STATE).payload == b"offline"
+    finally:
+        dev.close()
