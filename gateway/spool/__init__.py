@@ -1,0 +1,15 @@
+"""Step 3 of the pipeline: the durable spool (SQLite WAL, synchronous=FULL, group commit).
+
+Ingest calls `Spool.submit` and acknowledges a report only after it returns STORED or DUPLICATE; the
+batcher reads committed reports after each sink's cursor and moves the cursor when the sink has them.
+A report leaves the spool when every sink has it. See docs/gateway.md, section "Spool".
+"""
+from gateway.spool.committer import SpoolError
+from gateway.spool.config import SpoolConfig
+from gateway.spool.health import Health
+from gateway.spool.records import Reading, StoredReport, SubmitResult
+from gateway.spool.spool import GATEWAY_BOOT, Spool, SpoolStats
+from gateway.spool.store import Cursor, DeadLetter, ReadResult
+
+__all__ = ["Cursor", "DeadLetter", "GATEWAY_BOOT", "Health", "ReadResult", "Reading", "Spool", "SpoolConfig",
+           "SpoolError", "SpoolStats", "StoredReport", "SubmitResult"]

@@ -1,0 +1,193 @@
+"""The spool as the event loop sees it: durable submit for ingest, cursors and reads for the batcher.
+
+`await spool.submit(report, raw)` returns only after the report's group is committed (fsynced), so
+ingest may acknowledge the device (serial `ack`, MQTT PUBACK) the moment it returns STORED or
+DUPLICATE. A crash before that loses nothing that was acknowledged: the device or the broker still has
+the report and sends it again.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from gateway.spool.committer import Committer, Operation, SpoolError
+from gateway.spool.config import SpoolConfig
+from gateway.spool.health import Health
+from gateway.spool.records import (ROW_OVERHEAD, ReadingLike, ReportLike, SubmitResult, encode_readings,
+                                   has_alarm)
+from gateway.spool.store import Counters, Cursor, DeadLetter, Pending, ReadResult, SpoolStore
+
+# Boot number of the reports the gateway makes itself (e.g. `offline` alarms); devices count from 1.
+GATEWAY_BOOT = 0
+
+__all__ = ["Spool", "SpoolError", "SpoolStats", "GATEWAY_BOOT"]
+
+
+@dataclass(frozen=True)
+class SpoolStats:
+    """A snapshot for the metrics collector."""
+
+    bytes: int
+    max_bytes: int
+    reports: int
+    alarm_reports: int
+    pending: int
+    last_id: int
+    dedup_windows: int
+    dead_letters: int
+    delivered: dict[str, int]
+    thinning: bool
+    counters: Counters
+
+
+class Spool:
+    """Durable store between ingest and the sinks (see the package docstring for the guarantees)."""
+
+    def __init__(self, config: SpoolConfig) -> None:
+        self.config = config
+        self._committer: Committer | None = None
+        self._store: SpoolStore | None = None
+        self._pending = 0
+        self._room = asyncio.Event()
+        self._room.set()
+        self._last_id = 0
+        self._new_rows = asyncio.Event()
+
+    async def open(self) -> None:
+        """Start the committer thread; the database is created or recovered (WAL replay) here."""
+        self._committer = Committer(self.config, asyncio.get_running_loop(), self._on_done)
+        self._store = await self._committer.start()
+        self._last_id = self._store.last_id
+
+    async def close(self) -> None:
+        """Commit whatever was submitted, checkpoint and close the database."""
+        if self._committer is not None:
+            await self._committer.stop()
+
+    async def __aenter__(self) -> Spool:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # --- ingest side --------------------------------------------------------------------------
+
+    async def submit(self, report: ReportLike, raw: bytes, *, arrival_ns: int | None = None,
+                     time_s: float | None = None, time_estimated: bool = False) -> SubmitResult:
+        """Store a verified report; resolves once committed (or raises SpoolError: not stored).
+
+        `arrival_ns` is when ingest received it (gateway clock, default now). `time_s`/`time_estimated`
+        are the report's time as the time stage settled it; by default the device's `time`, else the
+        arrival time marked as estimated.
+        """
+        if arrival_ns is None:
+            arrival_ns = time.time_ns()
+        if time_s is None:
+            if report.time is not None:
+                time_s, time_estimated = float(report.time), False
+            else:
+                time_s, time_estimated = arrival_ns / 1e9, True
+        item = _pending(report.device, report.boot, report.seq, report.readings, raw, arrival_ns, time_s,
+                        time_estimated, report.uptime)
+        while self._pending >= self.config.max_pending:
+            self._room.clear()
+            await self._room.wait()
+        committer = self._require()
+        future: asyncio.Future[SubmitResult] = asyncio.get_running_loop().create_future()
+        committer.submit(item, future)
+        self._pending += 1
+        return await future
+
+    async def submit_local(self, device: str, readings: Sequence[ReadingLike], time_s: float) -> int:
+        """Store a report the gateway makes itself (boot 0, next seq of that device); returns its seq."""
+        arrival_ns = time.time_ns()
+
+        def op(store: SpoolStore) -> int:
+            seq = store.dedup.next_seq(device, GATEWAY_BOOT)
+            item = _pending(device, GATEWAY_BOOT, seq, readings, b"", arrival_ns, time_s, False, None)
+            (result,) = store.insert([item])
+            if result is not SubmitResult.STORED:
+                raise SpoolError(f"gateway report for {device} not stored: {result.value}")
+            return seq
+
+        return await self._run(op)
+
+    def _on_done(self, last_id: int | None, submits: int) -> None:
+        self._pending -= submits
+        if self._pending < self.config.max_pending:
+            self._room.set()
+        if last_id is not None and last_id != self._last_id:
+            self._last_id = last_id
+            self._new_rows.set()
+            self._new_rows = asyncio.Event()
+
+    # --- batcher side -------------------------------------------------------------------------
+
+    @property
+    def last_id(self) -> int:
+        """The id of the newest committed report."""
+        return self._last_id
+
+    async def wait_for_rows(self, after: int) -> None:
+        """Return once a report with id > after has been committed."""
+        while self._last_id <= after:
+            await self._new_rows.wait()
+
+    async def set_sinks(self, names: Sequence[str]) -> dict[str, Cursor]:
+        return await self._run(lambda store: store.set_sinks(list(names)))
+
+    async def read(self, after: int, max_records: int, max_bytes: int) -> ReadResult:
+        return await self._run(lambda store: store.read(after, max_records, max_bytes))
+
+    async def begin_batch(self, sink: str, first: int, last: int) -> None:
+        await self._run(lambda store: store.begin(sink, first, last))
+
+    async def ack_batch(self, sink: str, last: int, key: str, dead: Sequence[DeadLetter] = ()) -> None:
+        await self._run(lambda store: store.ack(sink, last, key, list(dead)))
+
+    async def dead_letters(self, sink: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        return await self._run(lambda store: store.dead_letters(sink, limit))
+
+    async def _run(self, op: Operation) -> Any:
+        return await self._require().run(op)
+
+    def _require(self) -> Committer:
+        if self._committer is None:
+            raise SpoolError("spool is not open")
+        return self._committer
+
+    # --- observation --------------------------------------------------------------------------
+
+    def stats(self) -> SpoolStats:
+        store = self._store
+        if store is None:
+            raise SpoolError("spool is not open")
+        return SpoolStats(bytes=store.bytes, max_bytes=self.config.max_bytes, reports=store.rows,
+                          alarm_reports=store.alarm_rows, pending=self._pending, last_id=self._last_id,
+                          dedup_windows=len(store.dedup), dead_letters=store.dead_letter_rows,
+                          delivered={name: cur.delivered for name, cur in store.cursors.items()},
+                          thinning=store.thinning, counters=store.counters)
+
+    def health(self) -> Health:
+        reasons = []
+        store = self._store
+        if store is None:
+            return Health(("spool not open",))
+        if store.thinning:
+            c = store.counters
+            reasons.append(f"spool at its bound of {self.config.max_bytes} bytes: {c.thinned_reports} routine "
+                           f"reports thinned, {c.refused_full} refused (alarms kept)")
+        assert self._committer is not None
+        if self._committer.last_error is not None:
+            reasons.append(f"spool commits failing: {self._committer.last_error}")
+        return Health(tuple(reasons))
+
+
+def _pending(device: str, boot: int, seq: int, readings: Sequence[ReadingLike], raw: bytes, arrival_ns: int,
+             time_s: float, time_estimated: bool, uptime: int | None) -> Pending:
+    encoded = encode_readings(readings)
+    return Pending(device, boot, seq, arrival_ns, time_s, time_estimated, uptime, has_alarm(readings),
+                   len(readings), encoded, raw, len(encoded) + len(raw) + ROW_OVERHEAD)

@@ -1,0 +1,346 @@
+"""The spool's database logic, run by the committer thread alone (one connection, one writer).
+
+Every method works inside the transaction the committer opened; nothing here commits. The in-memory
+mirrors (dedup index, byte count, cursors) change with the SQL they mirror and are rebuilt from the
+database by `load` when a transaction is rolled back.
+"""
+from __future__ import annotations
+
+import bisect
+import logging
+import sqlite3
+import time
+from dataclasses import dataclass, field
+
+from gateway.spool.config import SpoolConfig
+from gateway.spool.dedup import DedupIndex
+from gateway.spool.records import StoredReport, SubmitResult, decode_readings
+
+log = logging.getLogger("gateway.spool")
+
+_READ_CHUNK = 256
+_COLUMNS = ("id, device, boot, seq, arrival_ns, time, time_estimated, uptime, is_alarm, n, readings, "
+            "length(readings)")
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A report on its way into the spool, already encoded by `Spool.submit`."""
+
+    device: str
+    boot: int
+    seq: int
+    arrival_ns: int
+    time: float
+    time_estimated: bool
+    uptime: int | None
+    is_alarm: bool
+    n: int
+    readings: str
+    raw: bytes
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """A sink's position: every report with id <= delivered is delivered; a batch covering
+    (delivered, inflight_last] may be on its way (its key is made from that range)."""
+
+    sink: str
+    delivered: int
+    inflight_first: int | None
+    inflight_last: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """Something a sink refused for good: the batch, or one entity of it, and why."""
+
+    reason: str
+    detail: str
+    payload: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReadResult:
+    """Reports after a cursor. `upto` is the last id the read covered (reports thinned away inside the
+    range are skipped); `full` says a limit stopped the read, so more reports wait after `upto`."""
+
+    reports: tuple[StoredReport, ...]
+    records: int
+    nbytes: int
+    upto: int
+    full: bool
+
+
+@dataclass
+class Counters:
+    """Monotonic counts since the process started (exported as Prometheus counters)."""
+
+    stored_reports: int = 0
+    stored_readings: int = 0
+    duplicates: int = 0
+    refused_full: int = 0
+    thinned_reports: int = 0
+    thinned_readings: int = 0
+    purged_reports: int = 0
+    commits: int = 0
+    commit_failures: int = 0
+    dead_letters: int = 0
+    dead_letters_dropped: int = 0
+    dropped_by_sink: dict[str, int] = field(default_factory=dict)
+
+
+class SpoolStore:
+    """Reports, dedup state, sink cursors and dead letters in one SQLite database."""
+
+    def __init__(self, conn: sqlite3.Connection, config: SpoolConfig) -> None:
+        self.conn = conn
+        self.config = config
+        self.dedup = DedupIndex()
+        self.counters = Counters()
+        self.cursors: dict[str, Cursor] = {}
+        self.last_id = 0
+        self.bytes = 0
+        self.rows = 0
+        self.alarm_rows = 0
+        self.dead_letter_rows = 0
+        self.thinning = False  # thinned or refused since the spool was last under recover_below
+        self._thin_floor = 0  # every report with id <= this that is still stored is an alarm
+        self._rows_to_insert: list[tuple[object, ...]] = []
+
+    # --- state --------------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """(Re)build every in-memory mirror from the database."""
+        c = self.conn
+        self.last_id = c.execute("SELECT value FROM meta WHERE key='last_id'").fetchone()[0]
+        self.bytes, self.rows, self.alarm_rows = c.execute(
+            "SELECT coalesce(sum(size), 0), count(*), coalesce(sum(is_alarm), 0) FROM reports").fetchone()
+        self.dedup.load(c.execute("SELECT device, boot, contiguous, above FROM dedup").fetchall(),
+                        c.execute("SELECT device, floor FROM dedup_floor").fetchall())
+        self.cursors = {row[0]: Cursor(*row) for row in c.execute(
+            "SELECT sink, delivered, inflight_first, inflight_last FROM cursors")}
+        self.dead_letter_rows = c.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
+        self._thin_floor = 0
+        self._rows_to_insert.clear()
+
+    @property
+    def min_delivered(self) -> int | None:
+        return min((cur.delivered for cur in self.cursors.values()), default=None)
+
+    # --- reports in ---------------------------------------------------------------------------
+
+    def insert(self, items: list[Pending]) -> list[SubmitResult]:
+        """Admit a group of reports: duplicates are named, the byte bound is kept, the rest is stored."""
+        results: list[SubmitResult] = []
+        dedup = self.dedup
+        limit = self.config.max_bytes
+        rows = self._rows_to_insert
+        next_id = self.last_id
+        for item in items:
+            if dedup.seen(item.device, item.boot, item.seq):
+                results.append(SubmitResult.DUPLICATE)
+                continue
+            if self.bytes + item.size > limit:
+                self._flush_inserts()
+                self._thin(self.bytes + item.size - int(limit * self.config.thin_to))
+                if self.bytes + item.size > limit:
+                    self._refuse_full(item)
+                    results.append(SubmitResult.FULL)
+                    continue
+            dedup.accept(item.device, item.boot, item.seq)
+            next_id += 1
+            rows.append((next_id, item.device, item.boot, item.seq, item.arrival_ns, item.time,
+                         item.time_estimated, item.uptime, item.is_alarm, item.n, item.readings, item.raw,
+                         item.size))
+            self.last_id = next_id
+            self.bytes += item.size
+            self.rows += 1
+            self.alarm_rows += item.is_alarm
+            self.counters.stored_reports += 1
+            self.counters.stored_readings += item.n
+            results.append(SubmitResult.STORED)
+        self._flush_inserts()
+        self.counters.duplicates += results.count(SubmitResult.DUPLICATE)
+        self._write_dedup()
+        if self.thinning and self.bytes < limit * self.config.recover_below:
+            self.thinning = False
+            log.info("spool below %d%% of its bound again: no longer thinning",
+                     int(self.config.recover_below * 100))
+        return results
+
+    def _flush_inserts(self) -> None:
+        if self._rows_to_insert:
+            self.conn.executemany("INSERT INTO reports VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                                  self._rows_to_insert)
+            self.conn.execute("UPDATE meta SET value=? WHERE key='last_id'", (self.last_id,))
+            self._rows_to_insert.clear()
+
+    def _write_dedup(self) -> None:
+        dedup = self.dedup
+        if dedup.changed:
+            rows = []
+            for device, boot in dedup.changed:
+                window = dedup.window(device, boot)
+                if window is not None:
+                    rows.append((device, boot, window.contiguous, window.encode_above()))
+            self.conn.executemany("INSERT OR REPLACE INTO dedup VALUES (?,?,?,?)", rows)
+        if dedup.forgotten:
+            self.conn.executemany("DELETE FROM dedup WHERE device=? AND boot=?", dedup.forgotten)
+        if dedup.floors_changed:
+            self.conn.executemany("INSERT OR REPLACE INTO dedup_floor VALUES (?,?)",
+                                  [(d, dedup.floor(d)) for d in dedup.floors_changed])
+        dedup.clear_changes()
+
+    def _refuse_full(self, item: Pending) -> None:
+        self.counters.refused_full += 1
+        if not self.thinning:
+            log.warning("spool full of alarms (%d bytes, bound %d): refusing reports until sinks catch up",
+                        self.bytes, self.config.max_bytes)
+        self.thinning = True
+
+    def _thin(self, need: int) -> None:
+        """Delete the oldest routine reports until `need` bytes are free; alarms stay.
+
+        Each sink that had not yet been sent a thinned report counts it as dropped for that sink.
+        """
+        ids: list[int] = []
+        readings: list[int] = []
+        freed = 0
+        after = max(self._thin_floor, self.min_delivered or 0)
+        while freed < need:
+            chunk = self.conn.execute(
+                "SELECT id, size, n FROM reports WHERE id > ? AND is_alarm = 0 ORDER BY id LIMIT ?",
+                (after, _READ_CHUNK)).fetchall()
+            if not chunk:
+                break
+            for row_id, size, n in chunk:
+                ids.append(row_id)
+                readings.append(n)
+                freed += size
+                if freed >= need:
+                    break
+            after = ids[-1]
+        if not ids:
+            return
+        self.conn.execute("DELETE FROM reports WHERE id >= ? AND id <= ? AND is_alarm = 0", (ids[0], ids[-1]))
+        self._thin_floor = ids[-1]
+        self.bytes -= freed
+        self.rows -= len(ids)
+        total_readings = sum(readings)
+        self.counters.thinned_reports += len(ids)
+        self.counters.thinned_readings += total_readings
+        for cursor in self.cursors.values():
+            sent = max(cursor.delivered, cursor.inflight_last or 0)
+            dropped = len(ids) - bisect.bisect_right(ids, sent)
+            if dropped:
+                by_sink = self.counters.dropped_by_sink
+                by_sink[cursor.sink] = by_sink.get(cursor.sink, 0) + dropped
+        log.warning("spool at its bound (%d bytes): thinned %d oldest routine reports (%d readings), ids %d..%d",
+                    self.config.max_bytes, len(ids), total_readings, ids[0], ids[-1])
+        self.thinning = True
+
+    # --- sinks --------------------------------------------------------------------------------
+
+    def set_sinks(self, names: list[str]) -> dict[str, Cursor]:
+        """Make the configured sinks the only ones that hold reports back.
+
+        A new sink starts at the oldest report still stored; a sink no longer configured loses its
+        cursor, else the reports it never took would stay forever.
+        """
+        for gone in set(self.cursors) - set(names):
+            self.conn.execute("DELETE FROM cursors WHERE sink=?", (gone,))
+            del self.cursors[gone]
+            log.info("sink %s is no longer configured: its cursor is removed", gone)
+        start = (self.min_delivered if self.cursors else None)
+        if start is None:
+            start = self.conn.execute("SELECT coalesce(min(id), ?) - 1 FROM reports",
+                                      (self.last_id + 1,)).fetchone()[0]
+        for name in names:
+            if name not in self.cursors:
+                self.conn.execute("INSERT INTO cursors VALUES (?,?,NULL,NULL)", (name, start))
+                self.cursors[name] = Cursor(name, start, None, None)
+        self.purge_delivered()
+        return dict(self.cursors)
+
+    def read(self, after: int, max_records: int, max_bytes: int) -> ReadResult:
+        """Reports with id > after, at most `max_records` readings and `max_bytes` of readings JSON
+        (one report always, however large)."""
+        rows = self.conn.execute(f"SELECT {_COLUMNS} FROM reports WHERE id > ? ORDER BY id LIMIT ?",
+                                 (after, max_records)).fetchall()
+        reports: list[StoredReport] = []
+        records = nbytes = 0
+        full = False
+        for (row_id, device, boot, seq, arrival_ns, t, estimated, uptime, is_alarm, n, readings,
+             size) in rows:
+            if reports and (records + n > max_records or nbytes + size > max_bytes):
+                full = True
+                break
+            reports.append(StoredReport(row_id, device, boot, seq, arrival_ns, t, bool(estimated), uptime,
+                                        bool(is_alarm), decode_readings(readings)))
+            records += n
+            nbytes += size
+        full = full or records >= max_records or nbytes >= max_bytes
+        upto = reports[-1].id if full else self.last_id
+        return ReadResult(tuple(reports), records, nbytes, max(upto, after), full)
+
+    def begin(self, sink: str, first: int, last: int) -> None:
+        """Persist the range of a batch before it is first sent, so a restart resends it under the same key."""
+        cur = self.cursors[sink]
+        self.conn.execute("UPDATE cursors SET inflight_first=?, inflight_last=? WHERE sink=?", (first, last, sink))
+        self.cursors[sink] = Cursor(sink, cur.delivered, first, last)
+
+    def ack(self, sink: str, last: int, key: str, dead: list[DeadLetter]) -> None:
+        """The sink has everything up to `last` (dead letters included): move its cursor, drop what
+        every sink has."""
+        self.conn.execute("UPDATE cursors SET delivered=?, inflight_first=NULL, inflight_last=NULL WHERE sink=?",
+                          (last, sink))
+        self.cursors[sink] = Cursor(sink, last, None, None)
+        if dead:
+            self._add_dead_letters(sink, key, dead)
+        self.purge_delivered()
+
+    def purge_delivered(self) -> None:
+        upto = self.min_delivered
+        if upto is None:
+            return
+        size, count, alarms = self.conn.execute(
+            "SELECT coalesce(sum(size), 0), count(*), coalesce(sum(is_alarm), 0) FROM reports WHERE id <= ?",
+            (upto,)).fetchone()
+        if count:
+            self.conn.execute("DELETE FROM reports WHERE id <= ?", (upto,))
+            self.bytes -= size
+            self.rows -= count
+            self.alarm_rows -= alarms
+            self.counters.purged_reports += count
+
+    # --- dead letters -------------------------------------------------------------------------
+
+    def _add_dead_letters(self, sink: str, key: str, dead: list[DeadLetter]) -> None:
+        cut = self.config.dead_letter_bytes
+        now = time.time_ns()
+        self.conn.executemany(
+            "INSERT INTO dead_letters(sink, batch_key, created_ns, reason, detail, payload) VALUES (?,?,?,?,?,?)",
+            [(sink, key, now, d.reason, d.detail[:cut], d.payload[:cut]) for d in dead])
+        self.counters.dead_letters += len(dead)
+        self.dead_letter_rows += len(dead)
+        excess = self.dead_letter_rows - self.config.max_dead_letters
+        if excess > 0:
+            self.conn.execute("DELETE FROM dead_letters WHERE id IN "
+                              "(SELECT id FROM dead_letters ORDER BY id LIMIT ?)", (excess,))
+            self.dead_letter_rows -= excess
+            self.counters.dead_letters_dropped += excess
+            log.warning("dead-letter table at its bound (%d): dropped the %d oldest",
+                        self.config.max_dead_letters, excess)
+
+    def dead_letters(self, sink: str | None, limit: int) -> list[dict[str, object]]:
+        """The newest dead letters, newest first (for the HTTP API and the technician)."""
+        query = "SELECT id, sink, batch_key, created_ns, reason, detail, payload FROM dead_letters"
+        args: tuple[object, ...] = ()
+        if sink is not None:
+            query += " WHERE sink=?"
+            args = (sink,)
+        rows = self.conn.execute(query + " ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
+        names = ("id", "sink", "batch_key", "created_ns", "reason", "detail", "payload")
+        return [dict(zip(names, row)) for row in rows]
