@@ -231,8 +231,9 @@ def _is_setting(value: Any) -> bool:
 
 
 def _wire(value: Any) -> Any:
-    """Integral floats travel as integers, their shortest exact CBOR form."""
-    if type(value) is float and math.isfinite(value) and value.is_integer():
+    """Integral floats travel as integers, their shortest exact CBOR form, where a CBOR integer
+    (-2**64 .. 2**64-1) holds them."""
+    if type(value) is float and value.is_integer() and -(2**64) <= value < 2**64:
         return int(value)
     if type(value) in (list, tuple):
         return [_wire(element) for element in value]

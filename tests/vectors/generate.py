@@ -90,8 +90,9 @@ def dumps(obj: Any) -> bytes:
 
 
 def wire_number(value: Any) -> Any:
-    """Integral floats go on the wire as integers, their shortest exact form."""
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+    """Integral floats go on the wire as integers, their shortest exact form, when a CBOR integer
+    (major type 0 or 1, -2**64 .. 2**64-1) can hold them; beyond that they stay floats."""
+    if isinstance(value, float) and value.is_integer() and -(2**64) <= value < 2**64:
         return int(value)
     return value
 
