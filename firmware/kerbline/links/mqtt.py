@@ -67,7 +67,7 @@ _WAIT = const(2)  # CONNECT sent, waiting for CONNACK
 _UP = const(3)
 
 _REFUSED = (
-    "unacceptable protocol version",
+    "bad protocol version",
     "client id rejected",
     "server unavailable",
     "bad user name or password",
@@ -155,11 +155,11 @@ class Client:
         self._s = None
         self._st = _DOWN
         self._tries = 0
-        self._down_at = 0
+        self._since = 0  # when the state (DOWN or WAIT) began
         self._wait = 0  # first attempt at the first poll
         self._now = 0
-        self._t0 = self._tx_at = self._rx_at = self._ping_at = 0
-        self._ping_out = False
+        self._tx_at = self._rx_at = 0
+        self._ping_at = None  # when the outstanding PINGREQ was sent
         self.subscribed = False
         self.error = None
         self.n_conn = 0  # CONNACKs accepted
@@ -186,7 +186,7 @@ class Client:
             return None
         if not self._wait:
             return 0
-        return max(0, self._wait - ticks_diff(now, self._down_at))
+        return max(0, self._wait - ticks_diff(now, self._since))
 
     def poll(self, now):
         """Do everything due at `now`: connect, read and handle packets, keepalive, resends.
@@ -196,14 +196,14 @@ class Client:
         """
         self._now = now
         st = self._st
-        if st == _OFF or (st == _DOWN and self._wait and ticks_diff(now, self._down_at) < self._wait):
+        if st == _OFF or (st == _DOWN and self._wait and ticks_diff(now, self._since) < self._wait):
             return
         try:
             if st == _DOWN:
                 self._open()
             self._read()
             if self._st == _WAIT:
-                if ticks_diff(now, self._t0) >= self._io_ms:
+                if ticks_diff(now, self._since) >= self._io_ms:
                     raise MQTTError("no CONNACK")
             elif self._st == _UP:
                 self._timers(now)
@@ -227,8 +227,10 @@ class Client:
             except Exception as e:
                 self._fail(e)
             return 0
-        k = self._free()
-        if k < 0:
+        for k in range(self._win):
+            if not self._pid[k]:
+                break
+        else:
             return None
         pid = self._new_pid()
         self._pid[k] = pid
@@ -256,7 +258,7 @@ class Client:
 
     def _open(self):
         self._st = _WAIT
-        self._t0 = self._now
+        self._since = self._now
         self._rxn = self._skip = 0
         ai = socket.getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM)[0]
         s = self._s = self._raw = socket.socket(ai[0], ai[1], ai[2])
@@ -277,7 +279,7 @@ class Client:
         self.n_conn += 1
         self.error = None
         self.subscribed = False
-        self._ping_out = False
+        self._ping_at = None
         self._rx_at = self._now
         self._pub(self.state, b"online", 0x31, 0)
         pid = self._new_pid()
@@ -293,7 +295,7 @@ class Client:
         self._close()
         d = min(self._bmax, self._bmin << min(self._tries, 16))
         self._tries += 1
-        self._down_at = self._now
+        self._since = self._now
         self._wait = d // 2 + getrandbits(16) % (d // 2 + 1)
         self._st = _DOWN
 
@@ -351,12 +353,6 @@ class Client:
         self._dup[k] = 1
         self._at[k] = self._now
 
-    def _free(self):
-        for k in range(self._win):
-            if not self._pid[k]:
-                return k
-        return -1
-
     def _new_pid(self):
         while True:
             self._next = self._next % 65535 + 1
@@ -364,14 +360,13 @@ class Client:
                 return self._next
 
     def _timers(self, now):
-        if self._ping_out:
+        if self._ping_at is not None:
             if ticks_diff(now, self._ping_at) >= self._ping_ms:
                 raise MQTTError("no PINGRESP")
         elif self._ka and (
             ticks_diff(now, self._tx_at) >= self._ka or ticks_diff(now, self._rx_at) >= self._ka
         ):
             self._send(b"\xc0\x00", 2)
-            self._ping_out = True
             self._ping_at = now
         for k in range(self._win):
             if self._pid[k] and ticks_diff(now, self._at[k]) >= self._ack_ms:
@@ -408,10 +403,20 @@ class Client:
                 self._skip -= k
                 i += k
                 continue
-            rl = self._length(i, n)
-            if rl < 0:
-                break
-            j = self._j
+            # remaining length: 1 to 4 bytes, 7 bits each, low first
+            rl = sh = 0
+            j = i + 1
+            while j < n:
+                b = rx[j]
+                j += 1
+                rl |= (b & 0x7F) << sh
+                if b < 0x80:
+                    break
+                sh += 7
+                if sh > 21:
+                    self._bad("bad remaining length")
+            else:
+                break  # header not all read yet
             if rl > self._max:
                 if not self._big(i, j, n, j + rl):
                     break
@@ -427,25 +432,6 @@ class Client:
             if i:
                 rx[0 : n - i] = self._mv[i:n]
             self._rxn = n - i
-
-    def _length(self, i, n):
-        """Remaining length of the packet at i (header end in self._j), or -1 if not all read yet."""
-        rx = self._rx
-        rl = 0
-        sh = 0
-        j = i + 1
-        while True:
-            if j >= n:
-                return -1
-            b = rx[j]
-            j += 1
-            rl |= (b & 0x7F) << sh
-            if b < 0x80:
-                self._j = j
-                return rl
-            sh += 7
-            if sh > 21:
-                raise MQTTError("bad remaining length")
 
     def _big(self, i, j, n, end):
         """Start discarding an oversized packet; a QoS 1 PUBLISH is PUBACKed first. False: need more."""
@@ -495,7 +481,7 @@ class Client:
                     return
             self.n_stray += 1
         elif t == 13:
-            self._ping_out = False
+            self._ping_at = None
         elif t == 9 and end - j == 3:
             if rx[j + 2] & 0x80:
                 self.error = MQTTError("SUBSCRIBE refused")
@@ -504,13 +490,7 @@ class Client:
         elif t == 2 and end - j == 2 and self._st == _WAIT:
             rc = rx[j + 1]
             if rc:
-                raise MQTTError(
-                    "connection refused: "
-                    + (_REFUSED[rc - 1] if rc <= len(_REFUSED) else "code")
-                    + " ("
-                    + str(rc)
-                    + ")"
-                )
+                raise MQTTError("connection refused: %s (%d)" % (_REFUSED[rc - 1] if rc < 6 else "?", rc))
             self._up()
         else:
             self._bad("unexpected packet type " + str(t))
