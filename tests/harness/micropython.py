@@ -8,7 +8,10 @@ filesystem, then runs the test's program:
   no host path is reachable through the filesystem) and the cwd is "/". `sys.path` is
   ["", ".frozen", "/lib"] as on an ESP32, plus "/.firmware" (see below). The process itself is not
   sandboxed (e.g. `os.system` still exists): this models the board, it is not a security boundary.
-- `firmware`: the host folder that holds the `kerbline` package, the repository's `firmware/` by default.
+- `firmware`: the host folder that holds the `kerbline` package. By default (`COMPILED`) that is the
+  repository's `firmware/` compiled by mpy-cross into a per-process build folder — the form a board runs:
+  the firmware does not even import from source under a 64 KB heap, since compiling needs heap too.
+  Pass `FIRMWARE_DIR` to run the sources.
   It is appended last to `sys.path` (mounted read-only at "/.firmware" when `vfs_root` is set), so
   modules present in the VFS root win over it; ".firmware" then also shows in `os.listdir("/")`.
   Pass `firmware=None` when only what is in `vfs_root` may be imported, e.g. to check that flashing
@@ -23,6 +26,7 @@ wrapper's bytecode). `heap` is what the VM is given in total, as with `micropyth
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import signal
@@ -42,6 +46,28 @@ DEFAULT_TIMEOUT = 30.0
 MAX_ARG_BYTES = 255
 
 Script = str | os.PathLike[str]
+COMPILED = "compiled"  # `firmware=` default: the .mpy build of firmware/
+
+
+@functools.lru_cache(maxsize=None)
+def compiled_firmware() -> Path:
+    """The firmware compiled to .mpy, built once per test process into its own folder.
+
+    One folder per process, so parallel pytest runs never read each other's half-written files.
+    """
+    from gateway.tools.firmware_build import build
+
+    out = Path(tempfile.mkdtemp(prefix="kerbline-firmware-mpy-"))
+    build(out, FIRMWARE_DIR)
+    return out
+
+
+def _firmware_path(firmware: str | os.PathLike[str] | None) -> str:
+    if firmware is None:
+        return ""
+    if firmware == COMPILED:
+        return str(compiled_firmware())
+    return str(Path(firmware).resolve())
 
 
 def micropython_binary() -> Path:
@@ -83,7 +109,7 @@ def prepare_micropython(
     *,
     heap: str | int = DEFAULT_HEAP,
     vfs_root: str | os.PathLike[str] | None = None,
-    firmware: str | os.PathLike[str] | None = FIRMWARE_DIR,
+    firmware: str | os.PathLike[str] | None = COMPILED,
     args: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
     cwd: str | os.PathLike[str] | None = None,
@@ -104,7 +130,7 @@ def prepare_micropython(
     root = str(Path(vfs_root).resolve()) if vfs_root is not None else ""
     if root and not Path(root).is_dir():
         raise NotADirectoryError(f"vfs_root {root} is not a directory")
-    fw = str(Path(firmware).resolve()) if firmware is not None else ""
+    fw = _firmware_path(firmware)
     argv = [str(micropython_binary()), "-X", f"heapsize={heap}", str(PRELUDE)]
     argv += [_check_arg(v, what) for v, what in
              ((str(script_path), "script path"), (name, "script name"), (root, "vfs_root"), (fw, "firmware"))]
@@ -162,7 +188,7 @@ def run_micropython(
     env: Mapping[str, str] | None = None,
     stdin: bytes | str | None = None,
     *,
-    firmware: str | os.PathLike[str] | None = FIRMWARE_DIR,
+    firmware: str | os.PathLike[str] | None = COMPILED,
     cwd: str | os.PathLike[str] | None = None,
 ) -> MicroPythonResult:
     """Run `script` to completion (or until `timeout` seconds, then kill it) and return what it did."""
@@ -263,7 +289,7 @@ def start_micropython(
     args: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
     *,
-    firmware: str | os.PathLike[str] | None = FIRMWARE_DIR,
+    firmware: str | os.PathLike[str] | None = COMPILED,
     cwd: str | os.PathLike[str] | None = None,
 ) -> MicroPythonProcess:
     """Start `script` and return at once; see `MicroPythonProcess`."""

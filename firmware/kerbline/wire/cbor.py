@@ -5,7 +5,7 @@ floats in the shortest width that holds the value exactly. Types: int, str, byte
 bool, None, float, and `Tag` (only tag 17, COSE_Mac0, is ever used).
 
 Decoding refuses, with a Reject reason and without allocating for a declared length it has not seen:
-indefinite lengths, reserved or unassigned simple values, tags other than 17, duplicate map keys, a
+indefinite lengths, reserved or unassigned simple values, duplicate map keys, a
 declared length beyond the input, trailing bytes (all `bad_cbor`); nesting deeper than `max_depth`
 (`too_deep`, counted like cbor2: each array, map and tag is a level); text longer than 64 bytes
 (`too_large`).
@@ -131,10 +131,11 @@ def dumps(obj):
 
 
 class _Decoder:
-    def __init__(self, data, max_depth):
+    def __init__(self, data, max_depth, outer_tag):
         self.data = data
         self.pos = 0
         self.max_depth = max_depth
+        self.outer_tag = outer_tag
 
     def _take(self, n):
         start = self.pos
@@ -197,7 +198,7 @@ class _Decoder:
                     raise Reject(BAD_CBOR)
                 result[key] = self.item(depth)
             return result
-        if n != COSE_MAC0_TAG:
+        if depth != 1 or not self.outer_tag:
             raise Reject(BAD_CBOR)
         return Tag(n, self.item(depth))
 
@@ -217,9 +218,13 @@ class _Decoder:
         raise Reject(BAD_CBOR)  # undefined, other simple values, break
 
 
-def loads(data, max_depth=MAX_DEPTH):
-    """Decode exactly one CBOR item filling all of `data`, within the contract's limits."""
-    decoder = _Decoder(memoryview(data), max_depth)
+def loads(data, max_depth=MAX_DEPTH, outer_tag=False):
+    """Decode exactly one CBOR item filling all of `data`, within the contract's limits.
+
+    Tags are refused (`bad_cbor`) except, with `outer_tag`, one around the whole item: the COSE
+    envelope's. Which tag it is, is the caller's check, so a wrong one is named `bad_cose`.
+    """
+    decoder = _Decoder(memoryview(data), max_depth, outer_tag)
     value = decoder.item(0)
     if decoder.pos != len(data):
         raise Reject(BAD_CBOR)

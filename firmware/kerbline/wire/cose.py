@@ -54,7 +54,7 @@ def mac(hmac_key, protected, payload):
 
 def parse(message):
     """Split a COSE_Mac0 message into (kid str, protected, payload, tag), or Reject(bad_cose/...)."""
-    envelope = cbor.loads(message)
+    envelope = cbor.loads(message, outer_tag=True)
     if not isinstance(envelope, cbor.Tag) or envelope.tag != cbor.COSE_MAC0_TAG:
         raise Reject(BAD_COSE)
     parts = envelope.value

@@ -38,7 +38,11 @@ _TEXT = const(3)
 _ARRAY = const(4)
 _MAP = const(5)
 
-ALARMS = ("full", "fire", "tilt", "lowbatt", "lamp_fail", "sensor_fault", "offline")
+ALARMS = ("full", "fire", "tilt", "lowbatt", "lamp_fail", "sensor_fault")
+# The value label each registered name must use (docs/protocol.md); other names may use any.
+_NUMBER_NAMES = ("fill", "dist", "temp", "batt", "lux", "dim", "power", "volt", "curr", "energy", "rssi", "heap",
+                 "queue", "uptime")
+_BOOL_NAMES = ("tilt", "lid", "lamp")
 _REPORT_KEYS = (K_VERSION, K_BOOT, K_SEQ, K_TIME, K_UPTIME, K_RECORDS)
 _RECORD_KEYS = (L_BASE_NAME, L_BASE_TIME, L_BASE_UNIT, L_NAME, L_UNIT, L_VALUE, L_STRING, L_BOOL, L_SUM, L_TIME)
 
@@ -56,7 +60,8 @@ def _number(value):
     if isinstance(value, float):
         if value != value or value in (float("inf"), float("-inf")):
             raise ValueError("reading is not a finite number")
-        if value == int(value):
+        # below 2**53 every integral float is an exact int; beyond, the float is already the shortest form
+        if -9.007199254740992e15 <= value <= 9.007199254740992e15 and value == int(value):
             return int(value)
     return value
 
@@ -130,6 +135,9 @@ def parse(payload):
     """
     report = cbor.loads(payload)
     _check(isinstance(report, dict))
+    records = report.get(K_RECORDS)
+    if isinstance(records, list) and len(records) > MAX_RECORDS:
+        raise Reject(TOO_LARGE)
     version = report.get(K_VERSION)
     _check(_is_uint(version))
     if version != VERSION:
@@ -145,10 +153,7 @@ def parse(payload):
         if key in report:
             _check(_is_uint(report[key]))
             meaning[name] = report[key]
-    records = report.get(K_RECORDS)
     _check(isinstance(records, list) and records)
-    if len(records) > MAX_RECORDS:
-        raise Reject(TOO_LARGE)
     meaning["records"] = _parse_records(records)
     return meaning
 
@@ -188,7 +193,11 @@ def _parse_records(records):
                 parsed[key] = record[label]
                 values += 1
         _check(values == 1)
-        if name == "alarm":
+        if name in _NUMBER_NAMES:
+            _check("v" in parsed)
+        elif name in _BOOL_NAMES:
+            _check("vb" in parsed)
+        elif name == "alarm":
             _check(parsed.get("vs") in ALARMS)
         unit = record.get(L_UNIT, base_unit)
         if unit is not None:

@@ -1,6 +1,6 @@
 """Check golden vectors with the firmware's wire code; runs unchanged under MicroPython and CPython.
 
-Usage: check_vectors.py VECTOR_DIR NAME [NAME ...]
+Usage: check_vectors.py VECTOR_DIR NAME [NAME ...]   (NAME like valid/report_bin)
 Prints one line per vector, "ok NAME" or "FAIL NAME: why", and exits 1 if any failed. Each vector is
 loaded on its own so the run fits a 64 KB heap.
 """
@@ -82,8 +82,9 @@ def receive(case, keys):
         deframer = frame.Deframer(results.append, lambda reason: results.append(Reject(reason)))
         deframer.feed(unhexlify(case["frame"]))
         deframer.feed(b"\x00")
-        if len(results) != 1:
-            return "frames: %d" % len(results)
+        if not results:
+            return "no frame"
+        # a 0x00 inside a frame splits it: the receiver's verdict on the first piece is what counts
         if isinstance(results[0], Reject):
             return results[0].reason
         message = results[0]
@@ -105,12 +106,9 @@ def receive(case, keys):
 
 
 def main(vector_dir, names):
-    devices = load(vector_dir + "/devices.json")
     keys = {}
-    for device_id in devices:
-        entry = devices[device_id]
-        if isinstance(entry, dict):
-            keys[device_id] = unhexlify(entry["key"])
+    for entry in load(vector_dir + "/devices.json")["devices"]:
+        keys[entry["id"]] = unhexlify(entry["key"])
     failed = 0
     for name in names:
         case = load(vector_dir + "/" + name + ".json")
