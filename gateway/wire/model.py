@@ -35,6 +35,7 @@ _L_BN, _L_BT, _L_BU, _L_N, _L_U, _L_V, _L_VS, _L_VB, _L_S, _L_T = -2, -3, -4, 0,
 _RECORD_LABELS = frozenset({-4, -3, -2, 0, 1, 2, 3, 4, 5, 6})
 # value label -> value kind, as in units.MEASUREMENTS (a sum is numeric)
 _VALUE_LABELS = {_L_V: "v", _L_VS: "vs", _L_VB: "vb", _L_S: "v"}
+_TEXT_OR_BOOL = {"vs": str, "vb": bool}
 # SenML name rule (RFC 8428 section 4.5.1); names in the table skip it.
 _SENML_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9:./_-]*")
 
@@ -143,21 +144,18 @@ def _readings(records: list[Any]) -> tuple[Reading, ...]:
         name = record.get(_L_N, "")
         if type(name) is not str:
             raise _bad("record name is not text")
-        name = base_name + name
+        if base_name:
+            name = base_name + name
         measurement = MEASUREMENTS.get(name)
         if measurement is None and _SENML_NAME.fullmatch(name) is None:
             raise _bad("record without a valid name")
-        value_labels = [label for label in _VALUE_LABELS if label in record]
-        if len(value_labels) != 1:
+        label = _L_V if _L_V in record else _L_VB if _L_VB in record else _L_VS if _L_VS in record else _L_S
+        # {n, value} is the usual record; anything longer may carry a second value label.
+        if label not in record or (len(record) > 2 and len(record.keys() & _VALUE_LABELS.keys()) != 1):
             raise _bad(f"{name}: needs exactly one of v, vs, vb, s")
-        label = value_labels[0]
         value = record[label]
         kind = _VALUE_LABELS[label]
-        if kind == "v":
-            well_typed = _is_number(value)
-        else:
-            well_typed = type(value) is (str if kind == "vs" else bool)
-        if not well_typed:
+        if not (_is_number(value) if kind == "v" else type(value) is _TEXT_OR_BOOL[kind]):
             raise _bad(f"{name}: value of the wrong type")
         if measurement is not None and measurement.kind != kind:
             raise _bad(f"{name}: must be sent as {measurement.kind}")
