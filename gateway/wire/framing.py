@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import binascii
 
-from cobs import cobs
+from cobs import cobs  # type: ignore[import-untyped]  # no stubs; C extension
 
 from gateway.wire.cose import MAX_MESSAGE
 from gateway.wire.reasons import Reason, Rejected
@@ -32,7 +32,8 @@ def encode_frame(message: bytes) -> bytes:
     """The bytes to write to the port for `message`, delimiter included."""
     if len(message) > MAX_MESSAGE:
         raise ValueError(f"message of {len(message)} bytes exceeds {MAX_MESSAGE}")
-    return cobs.encode(message + crc16(message).to_bytes(CRC_LEN, "big")) + DELIMITER
+    encoded: bytes = cobs.encode(message + crc16(message).to_bytes(CRC_LEN, "big"))
+    return encoded + DELIMITER
 
 
 def decode_frame(body: bytes) -> bytes:
@@ -40,7 +41,7 @@ def decode_frame(body: bytes) -> bytes:
     if len(body) > MAX_FRAME:
         raise Rejected(Reason.TOO_LARGE, f"frame of {len(body)} bytes")
     try:
-        raw = cobs.decode(body)
+        raw: bytes = cobs.decode(body)
     except cobs.DecodeError as exc:
         raise Rejected(Reason.BAD_COBS, str(exc)) from None
     if len(raw) <= CRC_LEN:

@@ -244,7 +244,7 @@ def encode_command(command: Command) -> bytes:
     if names is not None:
         if set(command.args) != set(names):
             raise ValueError(f"{command.op} takes {', '.join(names)}")
-        args = {names[name]: value for name, value in command.args.items()}
+        args: dict[int | str, Any] = {names[name]: value for name, value in command.args.items()}
     else:
         args = {key: _wire(value) for key, value in command.args.items()}
     payload = cbor2.dumps(

@@ -3,7 +3,7 @@ decoder never raising anything but Rejected."""
 from __future__ import annotations
 
 import math
-import struct
+from collections.abc import Callable
 from typing import Any
 
 import cbor2
@@ -37,10 +37,6 @@ DEVICES = sorted(KEYS)
 NUMERIC = sorted(name for name, m in MEASUREMENTS.items() if m.kind == "v")
 BOOLEAN = sorted(name for name, m in MEASUREMENTS.items() if m.kind == "vb")
 UINT32 = st.integers(min_value=1, max_value=2**32 - 1)
-
-
-def _f32(x: float) -> float:
-    return struct.unpack(">f", struct.pack(">f", x))[0]
 
 
 # Device values: integers, or floats exact in float32 (the ESP32's width), plus a few float64 ones.
@@ -167,7 +163,7 @@ def test_random_bytes_into_every_decoder(data: bytes, device: str) -> None:
 SAMPLES = VALID + [c for c in INVALID if "message" in c]
 
 
-def _mutate(data: bytes, draw: st.DrawFn) -> bytes:
+def _mutate(data: bytes, draw: Callable[[st.SearchStrategy[Any]], Any]) -> bytes:
     out = bytearray(data)
     for _ in range(draw(st.integers(min_value=1, max_value=4))):
         action = draw(st.sampled_from(["flip", "set", "insert", "delete", "truncate"]))

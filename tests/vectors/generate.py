@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import cbor2
-from cobs import cobs
+from cobs import cobs  # type: ignore[import-untyped]  # no stubs
 
 HERE = Path(__file__).resolve().parent
 
@@ -105,7 +105,8 @@ def crc16(data: bytes) -> int:
 def frame(message: bytes, crc: int | None = None) -> bytes:
     """COBS(message + CRC big-endian) + 00; `crc` overrides the checksum (for bad-CRC vectors)."""
     check = crc16(message) if crc is None else crc
-    return cobs.encode(message + check.to_bytes(2, "big")) + b"\x00"
+    encoded: bytes = cobs.encode(message + check.to_bytes(2, "big"))
+    return encoded + b"\x00"
 
 
 def protected_header(kid: bytes, alg: int = ALG_HMAC_256_64) -> bytes:
