@@ -159,6 +159,53 @@ def _serve(src, ctl):
         payload = None
 
 
+class _Flash:
+    # The flash directory as the board's filesystem: a VfsPosix, except that ilistdir adds the file size
+    # as littlefs and FAT (what a board has) do, and `mpremote fs ls` shows it. A wrapper, not a
+    # subclass: the import system does not find modules through a VfsPosix subclass.
+    def __init__(self, root):
+        self._fs = vfs.VfsPosix(root)
+
+    def ilistdir(self, path):
+        base = path if not path or path.endswith("/") else path + "/"
+        for entry in self._fs.ilistdir(path):
+            size = self._fs.stat(base + entry[0])[6] if entry[1] == 0x8000 else 0
+            yield (entry[0], entry[1], entry[2], size)
+
+    def mount(self, readonly, mkfs):
+        self._fs.mount(readonly, mkfs)
+
+    def umount(self):
+        self._fs.umount()
+
+    def open(self, path, mode):
+        return self._fs.open(path, mode)
+
+    def stat(self, path):
+        return self._fs.stat(path)
+
+    def statvfs(self, path):
+        return self._fs.statvfs(path)
+
+    def mkdir(self, path):
+        self._fs.mkdir(path)
+
+    def rmdir(self, path):
+        self._fs.rmdir(path)
+
+    def remove(self, path):
+        self._fs.remove(path)
+
+    def rename(self, old, new):
+        self._fs.rename(old, new)
+
+    def chdir(self, path):
+        self._fs.chdir(path)
+
+    def getcwd(self):
+        return self._fs.getcwd()
+
+
 def _main():
     src = open("/proc/self/fd/" + os.getenv("VBOARD_CODE_FD"), "rb")
     ctl = open("/proc/self/fd/" + os.getenv("VBOARD_CTL_FD"), "wb")
@@ -168,7 +215,7 @@ def _main():
     sys.modules["machine"] = vboard_machine
     # The board's flash directory becomes the whole filesystem, as littlefs is on an ESP32.
     vfs.umount("/")
-    vfs.mount(vfs.VfsPosix(os.getenv("VBOARD_ROOT")), "/")
+    vfs.mount(_Flash(os.getenv("VBOARD_ROOT")), "/")
     os.chdir("/")
     sys.path[:] = ["", ".frozen", "/lib"]
     sys.argv[:] = []
