@@ -27,6 +27,7 @@ from gateway.wire import (
     verify,
 )
 from gateway.wire.cbor_limits import CBOR2_SEMANTIC_TAGS, decode
+from gateway.wire.framing import crc16
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 BIN = json.loads((VECTORS / "valid" / "report_bin.json").read_text())
@@ -186,6 +187,12 @@ def test_build_refuses_what_a_receiver_would_refuse() -> None:
 
 
 # ------------------------------------------------------------------------------------------ framing
+
+
+def test_crc16_is_ccitt_false() -> None:
+    """The catalogued check value of CRC-16/CCITT-FALSE, and the CRC of the bin report's frame."""
+    assert crc16(b"123456789") == 0x29B1
+    assert bytes.fromhex(BIN["frame"]) == encode_frame(MESSAGE)
 
 
 def test_max_frame_is_the_cobs_bound_of_the_largest_message() -> None:
