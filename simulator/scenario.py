@@ -506,6 +506,8 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
         root.fail("site", "too many devices for 32-character ids")
     by_id = {d.id: d for d in devices}
     bins = _params(BinParams, root.table("bins"))
+    if bins.start_soc_min > bins.start_soc_max:
+        raise ScenarioError(source, "bins.start_soc_min", "must be <= bins.start_soc_max")
     lights = _params(LightParams, root.table("lights"))
     faults = _params(FaultRates, root.table("faults"))
     events = tuple(_event(t, start, start + duration, by_id) for t in root.tables("event"))

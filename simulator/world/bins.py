@@ -17,6 +17,7 @@ with a first-order lag plus a solar gain.
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import dataclass
 
 from simulator.scenario import BinParams, Collection, Event
@@ -62,6 +63,11 @@ PROFILES: dict[str, tuple[float, ...]] = {
 }
 
 
+def _next(r: random.Random, t: float, rate: float) -> float:
+    """The next arrival of a Poisson process of `rate` per second after t (never, at rate 0)."""
+    return t + r.expovariate(rate) if rate > 0.0 else _NEVER
+
+
 @dataclass(slots=True)
 class BinSample:
     """What the street does to one bin's sensors at one instant (true values, before sensor faults)."""
@@ -103,8 +109,12 @@ class BinModel:
         self._sky = sky
         self._local = local
         self._truth = truth
-        r = rng.stream(seed, device_id, "bin")
-        self._rng = r
+        r = rng.stream(seed, device_id, "bin")  # per-bin constants
+        # one stream per process, so that how often the bin is sampled never reorders their draws
+        self._r_collect = rng.stream(seed, device_id, "collection")
+        self._r_fire = rng.stream(seed, device_id, "fire")
+        self._r_tilt = rng.stream(seed, device_id, "tilt")
+        self._r_lid = rng.stream(seed, device_id, "lid")
         # per-bin constants
         per_day = params.fill_rate(use) * (0.6 + 0.8 * r.random())
         self._rate = tuple(w * per_day / 86400.0 for w in PROFILES[use])  # fill per second, by week hour
@@ -132,18 +142,15 @@ class BinModel:
         self._tilt_rate = params.tilt_per_day / 86400.0
         self._lid_rate = params.lid_per_day / 86400.0
         self._scripted = sorted((e for e in events if e.device == device_id), key=lambda e: e.at)
-        self._fire_at = self._next(start, self._fire_rate)
+        self._fire_at = _next(self._r_fire, start, self._fire_rate)
         self._fire_start = _NEVER
-        self._tilt_at = self._next(start, self._tilt_rate)
+        self._tilt_at = _next(self._r_tilt, start, self._tilt_rate)
         self._tilt_end = -_NEVER
         self._tilt_deg = self._upright_deg
-        self._lid_at = self._next(start, self._lid_rate)
+        self._lid_at = _next(self._r_lid, start, self._lid_rate)
         self._lid_end = -_NEVER
         self._day = None
         self._day_factor = 1.0
-
-    def _next(self, t: float, rate: float) -> float:
-        return t + self._rng.expovariate(rate) if rate > 0.0 else _NEVER
 
     # --- the public API ---------------------------------------------------------------------------
     def sample(self, t: float) -> BinSample:
@@ -191,7 +198,7 @@ class BinModel:
 
     def _tilt(self, at: float, duration: float) -> None:
         lo, hi = KNOCKED_OVER_DEG
-        self._tilt_deg = lo + (hi - lo) * self._rng.random()
+        self._tilt_deg = lo + (hi - lo) * self._r_tilt.random()
         self._tilt_end = at + duration
         if self._truth is not None:
             self._truth.event(at, self.device_id, "tilt")
@@ -205,13 +212,13 @@ class BinModel:
         while self._fire_at <= t:
             if self._fire_start == _NEVER or self._fire_at > self._fire_start + self._burn_s():
                 self.ignite(self._fire_at)
-            self._fire_at = self._next(self._fire_at, self._fire_rate)
+            self._fire_at = _next(self._r_fire, self._fire_at, self._fire_rate)
         while self._tilt_at <= t:
-            self._tilt(self._tilt_at, self._rng.expovariate(1.0 / (self._p.tilt_mean_h * 3600.0)))
-            self._tilt_at = self._next(self._tilt_end, self._tilt_rate)
+            self._tilt(self._tilt_at, self._r_tilt.expovariate(1.0 / (self._p.tilt_mean_h * 3600.0)))
+            self._tilt_at = _next(self._r_tilt, self._tilt_end, self._tilt_rate)
         while self._lid_at <= t:
-            self._lid(self._lid_at, self._rng.expovariate(1.0 / (self._p.lid_mean_h * 3600.0)))
-            self._lid_at = self._next(self._lid_end, self._lid_rate)
+            self._lid(self._lid_at, self._r_lid.expovariate(1.0 / (self._p.lid_mean_h * 3600.0)))
+            self._lid_at = _next(self._r_lid, self._lid_end, self._lid_rate)
 
     def _burn_s(self) -> float:
         return self._p.fire_burn_min * 60.0
@@ -235,9 +242,9 @@ class BinModel:
         while self._next_collect <= t:
             self._fill_between(now, self._next_collect)
             now = self._next_collect
-            if self._rng.random() >= self._miss:
+            if self._r_collect.random() >= self._miss:
                 lo, hi = RESIDUAL_FILL
-                self.level = lo + (hi - lo) * self._rng.random()
+                self.level = lo + (hi - lo) * self._r_collect.random()
                 if self._truth is not None:
                     self._truth.event(now, self.device_id, "collected")
             self._next_collect = self._schedule.next_after(now)
