@@ -7,6 +7,7 @@ because sink cursors and idempotency keys are ids.
 """
 from __future__ import annotations
 
+import secrets
 import sqlite3
 from pathlib import Path
 
@@ -77,7 +78,9 @@ def connect(path: Path) -> sqlite3.Connection:
     conn.executescript(_TABLES)
     row = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
     if row is None:
-        conn.execute("INSERT INTO meta(key, value) VALUES ('schema', ?), ('last_id', 0)", (SCHEMA_VERSION,))
+        # `instance` tells this spool's batches from another gateway's (it is part of every batch key).
+        conn.execute("INSERT INTO meta(key, value) VALUES ('schema', ?), ('last_id', 0), ('instance', ?)",
+                     (SCHEMA_VERSION, secrets.randbits(62)))
     elif row[0] != SCHEMA_VERSION:
         conn.close()
         raise SchemaError(f"spool {path} has schema {row[0]}, this gateway needs {SCHEMA_VERSION}")

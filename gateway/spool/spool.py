@@ -121,10 +121,16 @@ class Spool:
             self._room.set()
         if last_id is not None and last_id != self._last_id:
             self._last_id = last_id
-            self._new_rows.set()
-            self._new_rows = asyncio.Event()
+            self.wake()
 
     # --- batcher side -------------------------------------------------------------------------
+
+    @property
+    def instance(self) -> str:
+        """This spool's random id, made with the database: part of every batch key."""
+        if self._store is None:
+            raise SpoolError("spool is not open")
+        return self._store.instance
 
     @property
     def last_id(self) -> int:
@@ -132,15 +138,23 @@ class Spool:
         return self._last_id
 
     async def wait_for_rows(self, after: int) -> None:
-        """Return once a report with id > after has been committed."""
-        while self._last_id <= after:
+        """Wait until a report with id > after is committed, or `wake` is called (callers re-check)."""
+        if self._last_id <= after:
             await self._new_rows.wait()
+
+    def wake(self) -> None:
+        """Release every `wait_for_rows` now (e.g. to drain at shutdown)."""
+        self._new_rows.set()
+        self._new_rows = asyncio.Event()
 
     async def set_sinks(self, names: Sequence[str]) -> dict[str, Cursor]:
         return await self._run(lambda store: store.set_sinks(list(names)))
 
-    async def read(self, after: int, max_records: int, max_bytes: int) -> ReadResult:
-        return await self._run(lambda store: store.read(after, max_records, max_bytes))
+    async def read(self, after: int, max_records: int, max_bytes: int, *, until: int | None = None,
+                   take_one: bool = True) -> ReadResult:
+        """Committed reports after a cursor (see SpoolStore.read)."""
+        return await self._run(lambda store: store.read(after, max_records, max_bytes, until=until,
+                                                        take_one=take_one))
 
     async def begin_batch(self, sink: str, first: int, last: int) -> None:
         await self._run(lambda store: store.begin(sink, first, last))

@@ -101,6 +101,7 @@ class SpoolStore:
         self.counters = Counters()
         self.cursors: dict[str, Cursor] = {}
         self.last_id = 0
+        self.instance = ""
         self.bytes = 0
         self.rows = 0
         self.alarm_rows = 0
@@ -115,6 +116,7 @@ class SpoolStore:
         """(Re)build every in-memory mirror from the database."""
         c = self.conn
         self.last_id = c.execute("SELECT value FROM meta WHERE key='last_id'").fetchone()[0]
+        self.instance = format(c.execute("SELECT value FROM meta WHERE key='instance'").fetchone()[0], "016x")
         self.bytes, self.rows, self.alarm_rows = c.execute(
             "SELECT coalesce(sum(size), 0), count(*), coalesce(sum(is_alarm), 0) FROM reports").fetchone()
         self.dedup.load(c.execute("SELECT device, boot, contiguous, above FROM dedup").fetchall(),
@@ -264,17 +266,19 @@ class SpoolStore:
         self.purge_delivered()
         return dict(self.cursors)
 
-    def read(self, after: int, max_records: int, max_bytes: int) -> ReadResult:
-        """Reports with id > after, at most `max_records` readings and `max_bytes` of readings JSON
-        (one report always, however large)."""
-        rows = self.conn.execute(f"SELECT {_COLUMNS} FROM reports WHERE id > ? ORDER BY id LIMIT ?",
-                                 (after, max_records)).fetchall()
+    def read(self, after: int, max_records: int, max_bytes: int, *, until: int | None = None,
+             take_one: bool = True) -> ReadResult:
+        """Reports with after < id <= until (default: the newest), at most `max_records` readings and
+        `max_bytes` of readings JSON; with `take_one`, the first report even if it alone is larger."""
+        bound = self.last_id if until is None else min(until, self.last_id)
+        rows = self.conn.execute(f"SELECT {_COLUMNS} FROM reports WHERE id > ? AND id <= ? ORDER BY id LIMIT ?",
+                                 (after, bound, max(max_records, 1))).fetchall()
         reports: list[StoredReport] = []
         records = nbytes = 0
         full = False
         for (row_id, device, boot, seq, arrival_ns, t, estimated, uptime, is_alarm, n, readings,
              size) in rows:
-            if reports and (records + n > max_records or nbytes + size > max_bytes):
+            if (reports or not take_one) and (records + n > max_records or nbytes + size > max_bytes):
                 full = True
                 break
             reports.append(StoredReport(row_id, device, boot, seq, arrival_ns, t, bool(estimated), uptime,
@@ -282,7 +286,10 @@ class SpoolStore:
             records += n
             nbytes += size
         full = full or records >= max_records or nbytes >= max_bytes
-        upto = reports[-1].id if full else self.last_id
+        if full:
+            upto = reports[-1].id if reports else after
+        else:
+            upto = bound
         return ReadResult(tuple(reports), records, nbytes, max(upto, after), full)
 
     def begin(self, sink: str, first: int, last: int) -> None:
