@@ -143,3 +143,14 @@ def test_units_table_matches_the_vectors() -> None:
 def test_reasons_match_the_firmware_word_for_word() -> None:
     firmware = {value for name, value in vars(reject).items() if name.isupper() and isinstance(value, str)}
     assert {reason.value for reason in Reason} == firmware
+
+
+@pytest.mark.parametrize(
+    "topic",
+    ["kerbline/v1/bin-0042/down", "kerbline/v2/bin-0042/up", "other/v1/bin-0042/up", "kerbline/v1/bin-0042/up/x", ""],
+)
+def test_report_on_a_topic_not_its_own_up_topic_is_kid_mismatch(topic: str) -> None:
+    case = next(c for c in VALID if c["name"] == "report_bin")
+    with pytest.raises(Rejected) as caught:
+        decode_mqtt_report(bytes.fromhex(case["cose"]), topic, KEYS.get)
+    assert caught.value.reason == Reason.KID_MISMATCH
