@@ -41,7 +41,7 @@ def ocv_mv(soc: float) -> float:
 class Battery:
     """Charge bookkeeping between samples. `advance(t)` integrates sleep drain and solar charge to t."""
 
-    __slots__ = ("_sky", "_cap_mas", "_sleep_ma", "_panel_w", "_charge", "_t")
+    __slots__ = ("_sky", "_cap_mas", "_sleep_ma", "_panel_w", "_charge", "_t", "_mv", "_mv_charge")
 
     def __init__(self, sky: Sky, capacity_mah: float, soc: float, sleep_ua: float, panel_w: float,
                  shading: float, t: float) -> None:
@@ -51,6 +51,8 @@ class Battery:
         self._panel_w = panel_w * shading / STC_IRRADIANCE * CHARGER_EFFICIENCY  # W per (W/m2)
         self._charge = soc * self._cap_mas
         self._t = t
+        self._mv_charge = -1.0  # the charge at which _mv was computed
+        self._mv = 0.0
 
     @property
     def soc(self) -> float:
@@ -58,7 +60,11 @@ class Battery:
 
     @property
     def mv(self) -> float:
-        return ocv_mv(self._charge / self._cap_mas)
+        """Terminal voltage (mV); cached while the charge does not change."""
+        if self._charge != self._mv_charge:
+            self._mv_charge = self._charge
+            self._mv = ocv_mv(self._charge / self._cap_mas)
+        return self._mv
 
     def advance(self, t: float) -> None:
         """Integrate from the last instant to t: sleep current out, solar charge in."""
@@ -67,7 +73,7 @@ class Battery:
             return
         solar_j = self._sky.insolation(self._t, t) * self._panel_w
         # charge (mAs) = energy (J) / volts * 1000; the cell's voltage at the start of the step
-        gained = solar_j * 1e6 / ocv_mv(self._charge / self._cap_mas)
+        gained = solar_j * 1e6 / self.mv if solar_j > 0.0 else 0.0
         self._t = t
         self._add(gained - self._sleep_ma * dt)
 

@@ -117,7 +117,8 @@ class BinModel:
         self._r_lid = rng.stream(seed, device_id, "lid")
         # per-bin constants
         per_day = params.fill_rate(use) * (0.6 + 0.8 * r.random())
-        self._rate = tuple(w * per_day / 86400.0 for w in PROFILES[use])  # fill per second, by week hour
+        self._profile = PROFILES[use]  # relative rate by week hour, shared by all bins of a use
+        self._scale = per_day / 86400.0  # fill per second at relative rate 1
         self._day_key = rng.derive_key(seed, device_id, "day")
         self._depth = params.depth_mm
         self._offset = params.mount_offset_mm
@@ -149,8 +150,8 @@ class BinModel:
         self._tilt_deg = self._upright_deg
         self._lid_at = _next(self._r_lid, start, self._lid_rate)
         self._lid_end = -_NEVER
-        self._day = None
-        self._day_factor = 1.0
+        self._day: int | None = None
+        self._day_factor = 0.0  # this civil day's variation times _scale
 
     # --- the public API ---------------------------------------------------------------------------
     def sample(self, t: float) -> BinSample:
@@ -253,15 +254,15 @@ class BinModel:
     def _fill_between(self, t0: float, t1: float) -> None:
         level = self.level
         local = self._local
-        rate = self._rate
+        profile = self._profile
+        scale = self._scale
         while t0 < t1:
-            week_hour, hour_end = local.week_hour(t0)
+            week_hour, hour_end, day = local.week_hour(t0)
             end = hour_end if hour_end < t1 else t1
-            day = local.local_day(t0)
             if day != self._day:
                 self._day = day
-                self._day_factor = 0.5 + rng.unit(self._day_key, day)
-            level += rate[week_hour] * self._day_factor * (end - t0)
+                self._day_factor = (0.5 + rng.unit(self._day_key, day)) * scale
+            level += profile[week_hour] * self._day_factor * (end - t0)
             t0 = end
         self.level = level
 

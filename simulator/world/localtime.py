@@ -37,15 +37,12 @@ class LocalTime:
             off = self._cache[q] = moment.utcoffset().total_seconds()  # type: ignore[union-attr]
         return off
 
-    def week_hour(self, t: float) -> tuple[int, float]:
-        """(hour of the week 0..167 with Monday 00:00 = 0, unix time at which that civil hour ends)."""
+    def week_hour(self, t: float) -> tuple[int, float, int]:
+        """(hour of the week 0..167 with Monday 00:00 = 0, unix time at which that civil hour ends,
+        civil days since 1970-01-01: a stable index for day-to-day variation)."""
         off = self.offset(t)
         local_h = math.floor((t + off) / 3600.0)
-        return (local_h + _MONDAY_EPOCH_H) % 168, (local_h + 1) * 3600.0 - off
-
-    def local_day(self, t: float) -> int:
-        """Days since 1970-01-01 in civil time (a stable index for day-to-day variation)."""
-        return math.floor((t + self.offset(t)) / 86400.0)
+        return (local_h + _MONDAY_EPOCH_H) % 168, (local_h + 1) * 3600.0 - off, local_h // 24
 
     def to_utc(self, date: _dt.date, hour: float) -> float:
         """Unix time of civil `hour` (fractional, 0..24) on `date` at this site."""

@@ -107,13 +107,18 @@ class Sky:
         self._temp_mean = temp_mean_c
         self._temp_amp = temp_amp_c
         self._days: dict[int, _Day] = {}
+        self._last_day = -1
+        self._last_grid: _Day | None = None
         self._lux_t = math.nan
         self._lux = 0.0
 
     # --- the grid -------------------------------------------------------------------------------
     def _day(self, day: int) -> _Day:
+        if day == self._last_day:
+            return self._last_grid  # type: ignore[return-value]
         grid = self._days.get(day)
         if grid is not None:
+            self._last_day, self._last_grid = day, grid
             return grid
         t0 = day * 86400.0
         elev = [sun_elevation(self.lat, self.lon, t0 + i * GRID_S) for i in range(_GRID_N + 1)]
@@ -130,6 +135,7 @@ class Sky:
         if len(self._days) >= _DAY_CACHE:
             del self._days[min(self._days)]
         grid = self._days[day] = _Day(elev, irr, cum)
+        self._last_day, self._last_grid = day, grid
         return grid
 
     def elevation(self, t: float) -> float:
@@ -181,10 +187,14 @@ class Sky:
         return self._lux
 
     def irradiance(self, t: float) -> float:
-        """Global horizontal solar irradiance (W/m2) at t; 0 with the sun below the horizon."""
-        if self.elevation(t) <= 0.0:
-            return 0.0
-        return self.lux(t) / DAYLIGHT_EFFICACY_LM_PER_W
+        """Global horizontal solar irradiance (W/m2) at t, clouds included; 0 with the sun down.
+        Interpolated on the grid, so it is exactly the rate that `insolation` integrates."""
+        day = int(t // 86400.0)
+        grid = self._day(day)
+        x = (t - day * 86400.0) / GRID_S
+        i = int(x)
+        irr = grid.irr
+        return irr[i] + (irr[i + 1] - irr[i]) * (x - i)
 
     def air_temp(self, t: float) -> float:
         """Air temperature (Celsius): daily cycle peaking at 15:00 local mean solar time, slow noise."""
