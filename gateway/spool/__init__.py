@@ -7,9 +7,9 @@ A report leaves the spool when every sink has it. See docs/gateway.md, section "
 from gateway.spool.committer import SpoolError
 from gateway.spool.config import SpoolConfig
 from gateway.spool.health import Health
-from gateway.spool.records import Reading, StoredReport, SubmitResult
+from gateway.spool.records import StoredReport, SubmitResult
 from gateway.spool.spool import GATEWAY_BOOT, Spool, SpoolStats
 from gateway.spool.store import Cursor, DeadLetter, ReadResult
 
-__all__ = ["Cursor", "DeadLetter", "GATEWAY_BOOT", "Health", "ReadResult", "Reading", "Spool", "SpoolConfig",
+__all__ = ["Cursor", "DeadLetter", "GATEWAY_BOOT", "Health", "ReadResult", "Spool", "SpoolConfig",
            "SpoolError", "SpoolStats", "StoredReport", "SubmitResult"]

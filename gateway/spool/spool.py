@@ -15,9 +15,9 @@ from typing import Any, Sequence
 from gateway.spool.committer import Committer, Operation, SpoolError
 from gateway.spool.config import SpoolConfig
 from gateway.spool.health import Health
-from gateway.spool.records import (ROW_OVERHEAD, ReadingLike, ReportLike, SubmitResult, encode_readings,
-                                   has_alarm)
+from gateway.spool.records import ROW_OVERHEAD, SubmitResult, encode_readings, has_alarm
 from gateway.spool.store import Counters, Cursor, DeadLetter, Pending, ReadResult, SpoolStore
+from gateway.wire.model import Reading, Report
 
 # Boot number of the reports the gateway makes itself (e.g. `offline` alarms); devices count from 1.
 GATEWAY_BOOT = 0
@@ -75,7 +75,7 @@ class Spool:
 
     # --- ingest side --------------------------------------------------------------------------
 
-    async def submit(self, report: ReportLike, raw: bytes, *, arrival_ns: int | None = None,
+    async def submit(self, report: Report, raw: bytes, *, arrival_ns: int | None = None,
                      time_s: float | None = None, time_estimated: bool = False) -> SubmitResult:
         """Store a verified report; resolves once committed (or raises SpoolError: not stored).
 
@@ -101,7 +101,7 @@ class Spool:
         self._pending += 1
         return await future
 
-    async def submit_local(self, device: str, readings: Sequence[ReadingLike], time_s: float) -> int:
+    async def submit_local(self, device: str, readings: Sequence[Reading], time_s: float) -> int:
         """Store a report the gateway makes itself (boot 0, next seq of that device); returns its seq."""
         arrival_ns = time.time_ns()
 
@@ -200,7 +200,7 @@ class Spool:
         return Health(tuple(reasons))
 
 
-def _pending(device: str, boot: int, seq: int, readings: Sequence[ReadingLike], raw: bytes, arrival_ns: int,
+def _pending(device: str, boot: int, seq: int, readings: Sequence[Reading], raw: bytes, arrival_ns: int,
              time_s: float, time_estimated: bool, uptime: int | None) -> Pending:
     encoded = encode_readings(readings)
     return Pending(device, boot, seq, arrival_ns, time_s, time_estimated, uptime, has_alarm(readings),

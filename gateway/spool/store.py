@@ -166,11 +166,14 @@ class SpoolStore:
         self._flush_inserts()
         self.counters.duplicates += results.count(SubmitResult.DUPLICATE)
         self._write_dedup()
-        if self.thinning and self.bytes < limit * self.config.recover_below:
+        self._check_recovered()
+        return results
+
+    def _check_recovered(self) -> None:
+        if self.thinning and self.bytes < self.config.max_bytes * self.config.recover_below:
             self.thinning = False
             log.info("spool below %d%% of its bound again: no longer thinning",
                      int(self.config.recover_below * 100))
-        return results
 
     def _flush_inserts(self) -> None:
         if self._rows_to_insert:
@@ -255,10 +258,7 @@ class SpoolStore:
             self.conn.execute("DELETE FROM cursors WHERE sink=?", (gone,))
             del self.cursors[gone]
             log.info("sink %s is no longer configured: its cursor is removed", gone)
-        start = (self.min_delivered if self.cursors else None)
-        if start is None:
-            start = self.conn.execute("SELECT coalesce(min(id), ?) - 1 FROM reports",
-                                      (self.last_id + 1,)).fetchone()[0]
+        start = self.conn.execute("SELECT coalesce(min(id), ?) - 1 FROM reports", (self.last_id + 1,)).fetchone()[0]
         for name in names:
             if name not in self.cursors:
                 self.conn.execute("INSERT INTO cursors VALUES (?,?,NULL,NULL)", (name, start))
@@ -321,6 +321,7 @@ class SpoolStore:
             self.rows -= count
             self.alarm_rows -= alarms
             self.counters.purged_reports += count
+            self._check_recovered()
 
     # --- dead letters -------------------------------------------------------------------------
 

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from gateway.spool import DeadLetter, Reading, StoredReport
+from gateway.spool import DeadLetter, StoredReport
+from gateway.wire.model import Reading
 from gateway.upstream.batch import Batch
 from gateway.upstream.httpclient import Answer, HttpClient, HttpEndpoint, classify_failure
 from gateway.upstream.render import reading_time

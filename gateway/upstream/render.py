@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 from typing import Any, Callable
 
-from gateway.spool import Reading, StoredReport
+from gateway.spool import StoredReport
+from gateway.wire.model import Reading
 from gateway.upstream.batch import Batch
 from gateway.wire.units import MEASUREMENTS
 
@@ -17,7 +18,8 @@ _DEFAULT_UNITS = {name: m.unit for name, m in MEASUREMENTS.items()}
 
 
 def unit_of(reading: Reading) -> str | None:
-    """The reading's unit, the name's default when the device sent none."""
+    """The reading's unit. Decoded reports have their defaults filled in already; readings the gateway
+    makes itself (gateway.spool.Spool.submit_local) may leave it to the table."""
     return reading.unit if reading.unit is not None else _DEFAULT_UNITS.get(reading.name)
 
 
@@ -45,12 +47,13 @@ def json_body(batch: Batch) -> bytes:
     return _dumps({"batch": batch.key, "readings": reading_objects(batch.reports)}).encode()
 
 
-def _senml_value(value: float | int | bool | str) -> tuple[str, float | int | bool | str]:
+def _senml_value(reading: Reading) -> tuple[str, float | int | bool | str]:
+    value = reading.value
     if isinstance(value, bool):
         return "vb", value
     if isinstance(value, str):
         return "vs", value
-    return "v", value
+    return ("s" if reading.is_sum else "v"), value
 
 
 def senml_records(reports: tuple[StoredReport, ...]) -> list[dict[str, Any]]:
@@ -63,7 +66,7 @@ def senml_records(reports: tuple[StoredReport, ...]) -> list[dict[str, Any]]:
     pack: list[dict[str, Any]] = []
     for report in reports:
         for i, r in enumerate(report.readings):
-            label, value = _senml_value(r.value)
+            label, value = _senml_value(r)
             record: dict[str, Any] = {"n": r.name, label: value}
             if i == 0:
                 record["bn"] = f"{report.device}:"
