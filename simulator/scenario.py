@@ -13,13 +13,14 @@ Shipped scenarios live in `simulator/scenarios/` (`builtin_scenario("demo")`).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import math
 import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 SCENARIO_DIR = Path(__file__).with_name("scenarios")
@@ -224,7 +225,7 @@ class _Table:
     def key(self, name: str) -> str:
         return f"{self.path}.{name}" if self.path else name
 
-    def fail(self, name: str, problem: str) -> None:
+    def fail(self, name: str, problem: str) -> NoReturn:
         raise ScenarioError(self.source, self.key(name) if name else self.path, problem)
 
     def _get(self, name: str) -> Any:
@@ -242,7 +243,7 @@ class _Table:
         if value is None:
             if default is None:
                 self.fail(name, "is required")
-            return float(default)  # type: ignore[arg-type]
+            return float(default)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             self.fail(name, f"must be a number, got {value!r}")
         if lo is not None and (value < lo or (lo_open and value == lo)):
@@ -256,7 +257,7 @@ class _Table:
         if value is None:
             if default is None:
                 self.fail(name, "is required")
-            return int(default)  # type: ignore[arg-type]
+            return int(default)
         if isinstance(value, bool) or not isinstance(value, int):
             self.fail(name, f"must be an integer, got {value!r}")
         if value < lo or (hi is not None and value > hi):
@@ -280,12 +281,12 @@ class _Table:
         if value is None:
             if default is None:
                 self.fail(name, "is required")
-            return float(default)  # type: ignore[arg-type]
+            return float(default)
         if isinstance(value, str):
             m = _DURATION_RE.match(value)
             if not m:
                 self.fail(name, f'must be seconds or a duration such as "15m", "36h", "7d"; got {value!r}')
-            seconds = float(m.group(1)) * _UNIT_S[m.group(2)]  # type: ignore[union-attr]
+            seconds = float(m.group(1)) * _UNIT_S[m.group(2)]
         elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
             seconds = float(value)
         else:
@@ -368,7 +369,7 @@ def _site(t: _Table) -> Site:
             t.fail("tz", f"unknown time zone {tz!r} (use an IANA name such as Europe/London)")
     d = Site
     site = Site(
-        name=name,  # type: ignore[arg-type]
+        name=name,
         lat=t.number("lat", None, -90.0, 90.0),
         lon=t.number("lon", None, -180.0, 180.0),
         tz=tz,
@@ -390,16 +391,18 @@ def _site(t: _Table) -> Site:
 def _params(cls: type, t: _Table) -> Any:
     """A parameters dataclass from a table: every field optional, each checked against its bounds."""
     values: dict[str, Any] = {}
-    for name, f in cls.__dataclass_fields__.items():
+    for f in dataclasses.fields(cls):
+        name = f.name
+        default: Any = f.default  # a number, or the fill_per_day pairs
         if name == "fill_per_day":
             given = dict(t.shares(name, BIN_KINDS, (), require_positive_total=False))
-            values[name] = tuple((k, given.get(k, v)) for k, v in f.default)
+            values[name] = tuple((k, given.get(k, v)) for k, v in default)
             continue
         m = f.metadata
         if m["duration"]:
-            values[name] = t.duration(name, f.default)
+            values[name] = t.duration(name, default)
         else:
-            values[name] = t.number(name, f.default, m["lo"], m["hi"], lo_open=m["positive"])
+            values[name] = t.number(name, default, m["lo"], m["hi"], lo_open=m["positive"])
     t.finish()
     return cls(**values)
 
@@ -420,19 +423,19 @@ def _event(t: _Table, start: float, end: float, devices: dict[str, DeviceSpec]) 
     else:
         if device is None:
             t.fail("device", f"is required for {kind}")
-        spec = devices.get(device)  # type: ignore[arg-type]
+        spec = devices.get(device)
         if spec is None:
             t.fail("device", f"no device {device!r} in this scenario")
         need = ("bin" if kind in BIN_EVENTS else "light" if kind in LIGHT_EVENTS else None)
-        if need is not None and spec.kind != need:  # type: ignore[union-attr]
-            t.fail("device", f"{kind} happens to a {need}, {device} is a {spec.kind}")  # type: ignore[union-attr]
+        if need is not None and spec.kind != need:
+            t.fail("device", f"{kind} happens to a {need}, {device} is a {spec.kind}")
         link = "serial" if kind in SERIAL_EVENTS else "mqtt" if kind in MQTT_EVENTS else None
-        if link is not None and spec.link != link:  # type: ignore[union-attr]
-            t.fail("device", f"{kind} needs a {link} device, {device} is on {spec.link}")  # type: ignore[union-attr]
+        if link is not None and spec.link != link:
+            t.fail("device", f"{kind} needs a {link} device, {device} is on {spec.link}")
     windowed = kind in ("tilt", "lid", "unplug", "net_cut", "power_cut", "broker_restart")
     duration = t.duration("duration", 600.0 if windowed else None) if (windowed or t.has("duration")) else 0.0
     t.finish()
-    return Event(at=at, kind=kind, device=device, duration_s=duration)  # type: ignore[arg-type]
+    return Event(at=at, kind=kind, device=device, duration_s=duration)
 
 
 def expand_devices(sites: tuple[Site, ...], link: str, serial_share: float) -> tuple[DeviceSpec, ...]:
@@ -483,12 +486,12 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
         raise ScenarioError(source, "", f"not valid TOML: {exc}") from None
     root = _Table(source, "", data)
     head = root.table("scenario")
-    name = head.string("name", Path(source).stem)
+    name = head.string("name", None) or Path(source).stem
     seed = head.integer("seed", None, 0, 2**63 - 1)
     start = head.instant("start")
     duration = head.duration("duration", None)
     factor = head.number("time_factor", 1.0, 0.0, 1e7, lo_open=True)
-    link = head.string("link", "mqtt", LINKS + ("mixed",))
+    link = head.string("link", None, LINKS + ("mixed",)) or "mqtt"
     share = head.number("serial_share", 0.5, 0.0, 1.0)
     head.finish()
     site_tables = root.tables("site")
@@ -501,7 +504,7 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
             raise ScenarioError(source, f"site[{i}].name", f"duplicate site name {n!r}")
     if sum(s.bins + s.lights for s in sites) == 0:
         root.fail("site", "the sites hold no device: give some site bins or lights")
-    devices = expand_devices(sites, link, share)  # type: ignore[arg-type]
+    devices = expand_devices(sites, link, share)
     if any(not _ID_RE.match(d.id) for d in devices):
         root.fail("site", "too many devices for 32-character ids")
     by_id = {d.id: d for d in devices}
@@ -513,7 +516,7 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
     events = tuple(_event(t, start, start + duration, by_id) for t in root.tables("event"))
     root.finish()
     return Scenario(
-        name=name, seed=seed, start=start, duration_s=duration, time_factor=factor, link=link,  # type: ignore[arg-type]
+        name=name, seed=seed, start=start, duration_s=duration, time_factor=factor, link=link,
         serial_share=share, sites=sites, bins=bins, lights=lights, faults=faults,
         events=tuple(sorted(events, key=lambda e: e.at)), devices=devices,
     )

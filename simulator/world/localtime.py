@@ -33,8 +33,8 @@ class LocalTime:
         if off is None:
             if len(self._cache) >= _OFFSET_CACHE:
                 self._cache.clear()
-            moment = _dt.datetime.fromtimestamp(q * _OFFSET_QUANTUM_S, self._zone)
-            off = self._cache[q] = moment.utcoffset().total_seconds()  # type: ignore[union-attr]
+            delta = _dt.datetime.fromtimestamp(q * _OFFSET_QUANTUM_S, self._zone).utcoffset()
+            off = self._cache[q] = delta.total_seconds() if delta is not None else 0.0
         return off
 
     def week_hour(self, t: float) -> tuple[int, float, int]:

@@ -51,7 +51,7 @@ class SlowNoise:
             raise ValueError("period_s must be > 0")
         self._key = key
         self._period = float(period_s)
-        self._knot = None
+        self._knot: int | None = None
         self._a = 0.0
         self._b = 0.0
 

@@ -114,8 +114,9 @@ class Sky:
 
     # --- the grid -------------------------------------------------------------------------------
     def _day(self, day: int) -> _Day:
-        if day == self._last_day:
-            return self._last_grid  # type: ignore[return-value]
+        grid = self._last_grid
+        if day == self._last_day and grid is not None:
+            return grid
         grid = self._days.get(day)
         if grid is not None:
             self._last_day, self._last_grid = day, grid

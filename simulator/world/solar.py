@@ -104,20 +104,21 @@ def sunrise_sunset(
     astronomical twilight instead. Each event is refined three times with the declination and equation
     of time at the event itself, as NOAA's calculator does, so the result is good to about a minute.
     """
-    noon = solar_noon(lon_deg, date)
-    lat = lat_deg * _RAD
     cos_z = math.cos(zenith_deg * _RAD)
-    events: list[float | None] = []
-    for sign in (-1.0, 1.0):
-        t = noon
-        for _ in range(3):
-            decl, eot = _sun_declination_and_eot(t)
-            cos_ha = cos_z / (math.cos(lat) * math.cos(decl)) - math.tan(lat) * math.tan(decl)
-            if not -1.0 <= cos_ha <= 1.0:
-                t = None
-                break
-            ha_min = 4.0 * math.acos(cos_ha) * _DEG
-            # the event's own solar noon shifts with the equation of time at the event
-            t = _midnight_utc(date) + (720.0 - 4.0 * lon_deg - eot + sign * ha_min) * 60.0
-        events.append(t)
-    return events[0], events[1]
+    return _event(lat_deg, lon_deg, date, cos_z, -1.0), _event(lat_deg, lon_deg, date, cos_z, 1.0)
+
+
+def _event(lat_deg: float, lon_deg: float, date: _dt.date, cos_z: float, sign: float) -> float | None:
+    """Sunrise (sign -1) or sunset (+1): the hour angle at which the sun's zenith is acos(cos_z)."""
+    midnight = _midnight_utc(date)
+    lat = lat_deg * _RAD
+    t = solar_noon(lon_deg, date)
+    for _ in range(3):
+        decl, eot = _sun_declination_and_eot(t)
+        cos_ha = cos_z / (math.cos(lat) * math.cos(decl)) - math.tan(lat) * math.tan(decl)
+        if not -1.0 <= cos_ha <= 1.0:
+            return None
+        ha_min = 4.0 * math.acos(cos_ha) * _DEG
+        # the event's own solar noon shifts with the equation of time at the event
+        t = midnight + (720.0 - 4.0 * lon_deg - eot + sign * ha_min) * 60.0
+    return t
