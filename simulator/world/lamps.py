@@ -113,11 +113,6 @@ class LampModel:
         self.dim = 0.0 if dim < 0.0 else 1.0 if dim > 1.0 else float(dim)
         self._set_power()
 
-    def fail(self, t: float) -> None:
-        """The luminaire fails at t (scripted events and tests)."""
-        self._advance(t)
-        self._fail_now(t)
-
     def sample(self, t: float) -> LightSample:
         """Advance to t and return what the sensor and the meter face."""
         self._advance(t)

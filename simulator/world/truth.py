@@ -73,8 +73,7 @@ class TruthLog:
 
     def record(self, t: float, device: str | None, quantity: str, value: Any) -> None:
         """One line of any quantity; the value is JSON-encoded as is."""
-        dev = "null" if device is None else f'"{device}"'
-        self._write(f'{{"t":{t:.3f},"device":{dev},"quantity":{json.dumps(quantity)},'
+        self._write(f'{{"t":{t:.3f},"device":{json.dumps(device)},"quantity":{json.dumps(quantity)},'
                     f'"value":{json.dumps(value)}}}\n', 1)
 
     def event(self, t: float, device: str, name: str) -> None:
@@ -113,6 +112,7 @@ class TruthLog:
         )
 
     def flush(self) -> None:
+        """Push buffered lines to the file, e.g. before another process reads it mid-run."""
         self._file.flush()
 
     def close(self) -> None:

@@ -51,6 +51,7 @@ def test_demo_is_a_small_mixed_fleet_over_one_day_in_about_a_minute():
     assert kinds.count("bin") == 4 and kinds.count("light") == 2
     assert {d.link for d in sc.devices} == {"serial", "mqtt"}
     assert sc.duration_s == 86400 and 50 <= sc.duration_s / sc.time_factor <= 90
+    assert sc.end == sc.start + 86400
     assert sc.events, "the demo scripts a few faults"
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from simulator.scenario import Scenario, builtin_scenario
 from simulator.world import Scheduler, SensorError, SimClock, TruthLog, World, read_truth
+from simulator.world.truth import UNITS
 
 HOURS = 6
 
@@ -101,13 +102,24 @@ def test_paced_run_gives_the_stepped_truth(tmp_path, demo):
     assert (tmp_path / "paced.jsonl").read_bytes() == (tmp_path / "stepped.jsonl").read_bytes()
 
 
-def test_each_device_s_lines_are_in_time_order(tmp_path, demo):
+def test_each_device_s_lines_are_in_time_order_with_known_units(tmp_path, demo):
     run_stepped(demo, tmp_path / "a.jsonl")
     last: dict[str, float] = {}
     for r in read_truth(tmp_path / "a.jsonl"):
         if r.quantity in ("fill", "lux"):
             assert r.t >= last.get(r.device, 0.0)
             last[r.device] = r.t
+        assert r.quantity in UNITS or r.quantity.startswith("fault.") or r.quantity == "link"
+
+
+def test_flushed_lines_can_be_read_while_the_log_is_open(tmp_path):
+    path = tmp_path / "live.jsonl"
+    with TruthLog(path) as truth:
+        truth.record(12.5, "bin-0001", "fill", 0.25)
+        truth.record(13.0, None, "event", "broker_restart")
+        truth.flush()
+        assert [(r.t, r.device, r.quantity, r.value) for r in read_truth(path)] == [
+            (12.5, "bin-0001", "fill", 0.25), (13.0, None, "event", "broker_restart")]
 
 
 def test_the_log_is_bounded_and_says_so(tmp_path):
