@@ -11,7 +11,7 @@ Fires, knock-overs (tilt) and lids left open are Poisson events whose next occur
 time from the bin's own random stream, so they too happen at the same instants however the bin is
 sampled. A fire adds a temperature ramp (`fire_ramp_c_per_min` up to `fire_peak_c`, for `fire_burn_min`,
 then an exponential cool-down) to the enclosure temperature, which otherwise follows the air temperature
-with a first-order lag plus a solar gain.
+with a first-order lag plus a solar gain scaled by the bin's sun exposure (which also shades its panel).
 """
 
 from __future__ import annotations
@@ -125,7 +125,6 @@ class BinModel:
         self._upright_deg = 3.0 * r.random()
         self._report_mas = params.report_mas_serial if link == "serial" else params.report_mas_mqtt
         self._tau = params.enclosure_tau_s
-        self._gain = params.solar_gain_c / 1000.0  # C per W/m2
         # collection: this bin's place in the round
         window = collection.window_h * index / max(site_bins, 1)
         self._schedule = WeeklySchedule(local, collection.weekdays, collection.hour + window)
@@ -136,8 +135,9 @@ class BinModel:
         self._next_collect = self._schedule.next_after(start)
         self._enclosure = sky.air_temp(start)
         soc = params.start_soc_min + (params.start_soc_max - params.start_soc_min) * r.random()
-        self.battery = Battery(sky, params.capacity_mah, soc, params.sleep_ua, params.panel_w,
-                               0.4 + 0.6 * r.random(), start)
+        sun = 0.4 + 0.6 * r.random()  # how much of the sky's sun reaches this bin (trees, buildings)
+        self._gain = params.solar_gain_c * sun / 1000.0  # C per W/m2
+        self.battery = Battery(sky, params.capacity_mah, soc, params.sleep_ua, params.panel_w, sun, start)
         # events: Poisson processes drawn ahead, plus scripted ones
         self._fire_rate = params.fire_per_year / (365.25 * 86400.0)
         self._tilt_rate = params.tilt_per_day / 86400.0
