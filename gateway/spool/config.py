@@ -18,7 +18,8 @@ class SpoolConfig:
       (backpressure reaches ingest instead of memory growing).
     - `recover_below`: the fraction of the bound under which a thinned spool reports healthy again.
     - `max_dead_letters`: dead letters kept (oldest dropped first, counted); `dead_letter_bytes`
-      truncates each one's payload and response (so the table holds at most about 2 GB by default).
+      truncates each one's payload and response: 4 MiB holds a whole default batch (1 MiB of readings
+      renders to about 3 MiB of JSON); the worst case, 1000 full batches refused, is 4 GB.
     """
 
     path: Path
@@ -29,7 +30,7 @@ class SpoolConfig:
     thin_to: float = 0.9
     recover_below: float = 0.8
     max_dead_letters: int = 1000
-    dead_letter_bytes: int = 1024 * 1024
+    dead_letter_bytes: int = 4 * 1024 * 1024
 
     def __post_init__(self) -> None:
         if self.max_bytes < 64 * 1024:

@@ -14,8 +14,10 @@ import aiohttp
 
 from gateway.upstream.sink import SendResult
 
-# Statuses that say "later", not "never": timeouts, rate limits, overload and gateway trouble.
-_TRANSIENT_4XX = frozenset({408, 425, 429})
+# 4xx statuses that say "later", not "never": timeout, too early, rate limit; and the gateway's own
+# credentials refused (401, 403), which the operator fixes in the config while the batch waits: the
+# same batch goes through afterwards, so dead-lettering it would throw good data away.
+_RETRIED_4XX = frozenset({401, 403, 408, 425, 429})
 _DETAIL_LIMIT = 4096
 
 
@@ -83,11 +85,11 @@ class HttpClient:
 
 
 def classify_failure(answer: Answer, payload: str) -> SendResult:
-    """A non-2xx answer: 5xx, 408, 425 and 429 are retried (Retry-After honoured); any other status
-    is refused for good, with the answer kept in the dead letter."""
+    """A non-2xx answer: 5xx, 401, 403, 408, 425 and 429 are retried (Retry-After honoured); any other
+    status (400, 404, 413, 422, a redirect...) is refused for good, the answer kept in the dead letter."""
     status = answer.status
     reason = f"HTTP {status}"
-    if status >= 500 or status in _TRANSIENT_4XX:
+    if status >= 500 or status in _RETRIED_4XX:
         return SendResult.retry(reason, parse_retry_after(answer.headers.get("Retry-After")))
     return SendResult.dead(reason, answer.body[:_DETAIL_LIMIT], payload)
 

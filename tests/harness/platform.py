@@ -1,7 +1,7 @@
 """A stand-in for the city's platform: a real aiohttp server on a free loopback port.
 
 It records every request (headers, and the body as the server decoded it: aiohttp's server inflates a
-`Content-Encoding: gzip` body, and `wire_length` keeps the size that crossed the socket), checks the
+`Content-Encoding: gzip` body, and `wire_length` keeps the size that crossed the socket; `ssl_context` serves HTTPS), checks the
 bearer token when one is set (401 otherwise), and answers from a script: queued answers first, then
 the default (204). Runs in the caller's event loop (tests, bench scripts, end-to-end runs).
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -29,6 +30,7 @@ class Received:
     body: bytes
     wire_length: int | None
     status: int  # what the platform answered
+    at: float  # loop time of arrival
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -40,26 +42,31 @@ class Received:
 
 @dataclass(frozen=True)
 class Answer:
+    """What the platform answers; `delay_s` holds the answer back (to trip client timeouts)."""
+
     status: int = 204
     body: str = ""
     headers: Mapping[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0
 
 
 class Platform:
     """`await Platform(token="t").start()`; `platform.url`; `platform.answer(Answer(503), ...)`."""
 
-    def __init__(self, token: str | None = None, default: Answer = Answer()) -> None:
+    def __init__(self, token: str | None = None, default: Answer = Answer(), port: int = 0,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.token = token
+        self.ssl_context = ssl_context
         self.default = default
         self.received: list[Received] = []
         self._script: deque[Answer] = deque()
         self._runner: web.AppRunner | None = None
         self._arrived = asyncio.Event()
-        self.port = 0
+        self.port = port
 
     @property
     def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
+        return f"{'https' if self.ssl_context else 'http'}://{HOST}:{self.port}"
 
     def answer(self, *answers: Answer) -> None:
         """Queue answers for the next requests (after them, `default`)."""
@@ -70,7 +77,7 @@ class Platform:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, HOST, 0)
+        site = web.TCPSite(self._runner, HOST, self.port, ssl_context=self.ssl_context)
         await site.start()
         server = site._server
         assert server is not None
@@ -107,7 +114,10 @@ class Platform:
         else:
             answer = self._script.popleft() if self._script else self.default
         self.received.append(Received(request.method, request.path, dict(request.query), dict(request.headers),
-                                      body, request.content_length, answer.status))
+                                      body, request.content_length, answer.status,
+                                      asyncio.get_running_loop().time()))
         self._arrived.set()
+        if answer.delay_s:
+            await asyncio.sleep(answer.delay_s)
         return web.Response(status=answer.status, text=answer.body or None, headers=answer.headers,
                             content_type="application/json" if answer.body else None)
