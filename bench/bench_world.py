@@ -62,10 +62,10 @@ def world_rate(truth_dir: Path | None, sensors: bool) -> tuple[float, float]:
         base = sc.start + r * STEP_S
         for i, (model, dist) in enumerate(bins):
             t = base + i * 0.09
-            s = model.sample(t)
+            b = model.sample(t)
             if sensors:
                 try:
-                    dist.read(s.dist_mm, t)
+                    dist.read(b.dist_mm, t)
                 except SensorError:
                     pass
         for i, (lamp, lux) in enumerate(lights):

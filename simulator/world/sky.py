@@ -55,21 +55,22 @@ def clear_sky_lux(elevation_deg: float) -> float:
     """Horizontal illuminance (lux) under a clear sky with the sun at this apparent elevation."""
     if elevation_deg >= 0.0:
         zenith = 90.0 - elevation_deg
-        air_mass = 1.0 / (math.cos(zenith * math.pi / 180.0) + 0.50572 * (96.07995 - zenith) ** -1.6364)
-        direct = SOLAR_ILLUMINANCE_LX * math.sin(elevation_deg * math.pi / 180.0) * 0.7 ** (air_mass**0.678)
+        air_mass = 1.0 / (math.cos(zenith * math.pi / 180.0) + 0.50572 * math.pow(96.07995 - zenith, -1.6364))
+        attenuation = math.pow(0.7, math.pow(air_mass, 0.678))
+        direct = SOLAR_ILLUMINANCE_LX * math.sin(elevation_deg * math.pi / 180.0) * attenuation
         return HORIZON_SKY_LX + 1.1 * direct
     if elevation_deg <= _TWILIGHT[0][0]:
         return NIGHT_LX
     for (e0, l0), (e1, l1) in zip(_TWILIGHT, _TWILIGHT[1:]):
         if elevation_deg <= e1:
-            lux = 10.0 ** (l0 + (l1 - l0) * (elevation_deg - e0) / (e1 - e0))
+            lux = math.pow(10.0, l0 + (l1 - l0) * (elevation_deg - e0) / (e1 - e0))
             return lux if lux > NIGHT_LX else NIGHT_LX
     raise AssertionError("unreachable: elevation between -18 and 0 is in the table")
 
 
 def cloud_transmission(cover: float) -> float:
     """Fraction of clear-sky light that gets through a cloud cover in [0, 1] (Kasten & Czeplak 1980)."""
-    return 1.0 - 0.75 * cover**3.4
+    return 1.0 - 0.75 * math.pow(cover, 3.4)
 
 
 class _Day:

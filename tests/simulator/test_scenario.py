@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import pytest
 
@@ -38,14 +39,14 @@ def error_of(text: str) -> ScenarioError:
 
 
 @pytest.mark.parametrize("name, devices", [("demo", 6), ("soak", 48), ("fleet10k", 10_000)])
-def test_shipped_scenarios_load(name, devices):
+def test_shipped_scenarios_load(name: str, devices: int) -> None:
     sc = builtin_scenario(name)
     assert sc.name == name
     assert len(sc.devices) == devices
     assert len({d.id for d in sc.devices}) == devices
 
 
-def test_demo_is_a_small_mixed_fleet_over_one_day_in_about_a_minute():
+def test_demo_is_a_small_mixed_fleet_over_one_day_in_about_a_minute() -> None:
     sc = builtin_scenario("demo")
     kinds = [d.kind for d in sc.devices]
     assert kinds.count("bin") == 4 and kinds.count("light") == 2
@@ -55,7 +56,7 @@ def test_demo_is_a_small_mixed_fleet_over_one_day_in_about_a_minute():
     assert sc.events, "the demo scripts a few faults"
 
 
-def test_devices_expand_with_ids_uses_and_links():
+def test_devices_expand_with_ids_uses_and_links() -> None:
     sc = parse_scenario(scenario_text(
         head='link = "mixed"\nserial_share = 0.5',
         site="kinds = { residential = 0.5, park = 0.5 }",
@@ -67,12 +68,12 @@ def test_devices_expand_with_ids_uses_and_links():
     assert sc.start == dt.datetime(2026, 6, 21, tzinfo=dt.timezone.utc).timestamp()
 
 
-def test_site_link_overrides_the_scenario_link():
+def test_site_link_overrides_the_scenario_link() -> None:
     sc = parse_scenario(scenario_text(head='link = "mqtt"', site='link = "serial"'))
     assert {d.link for d in sc.devices} == {"serial"}
 
 
-def test_durations_accept_units_and_events_accept_after():
+def test_durations_accept_units_and_events_accept_after() -> None:
     sc = parse_scenario(scenario_text(
         rest='[bins]\ninterval_s = "10m"\n[[event]]\nkind = "fire"\ndevice = "bin-0002"\nafter = "2h"',
     ))
@@ -114,7 +115,7 @@ def test_durations_accept_units_and_events_accept_after():
         ("site = 3\n" + scenario_text().split("[[site]]")[0], "site", "array of tables"),
     ],
 )
-def test_errors_name_the_key(text, key, words):
+def test_errors_name_the_key(text: str, key: str, words: str) -> None:
     err = error_of(text)
     assert err.key == key
     assert words in err.problem
@@ -123,6 +124,6 @@ def test_errors_name_the_key(text, key, words):
         assert key in str(err)
 
 
-def test_unreadable_file_is_a_scenario_error(tmp_path):
+def test_unreadable_file_is_a_scenario_error(tmp_path: Path) -> None:
     with pytest.raises(ScenarioError, match="cannot read"):
         load_scenario(tmp_path / "missing.toml")

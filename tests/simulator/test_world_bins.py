@@ -38,7 +38,7 @@ bins = {n}
 """))
 
 
-def test_profiles_are_weekly_and_normalised():
+def test_profiles_are_weekly_and_normalised() -> None:
     for use, profile in PROFILES.items():
         assert len(profile) == 168, use
         assert sum(profile) / 168 == pytest.approx(1.0)
@@ -48,7 +48,7 @@ def test_profiles_are_weekly_and_normalised():
     assert park[5 * 24 + 14] > park[14]  # Saturday afternoon in the park busier than Monday's
 
 
-def test_bins_fill_and_are_emptied_on_schedule():
+def test_bins_fill_and_are_emptied_on_schedule() -> None:
     w = world(site='collection = { days = ["mon", "thu"], hour = 7.0, window_h = 0 }')
     b = w.bin("bin-0001")
     step = 600.0
@@ -72,7 +72,7 @@ def test_bins_fill_and_are_emptied_on_schedule():
         assert fill < 0.03 + 0.01  # the truck leaves at most a residue, plus what came since
 
 
-def test_fill_does_not_depend_on_how_often_the_bin_is_sampled():
+def test_fill_does_not_depend_on_how_often_the_bin_is_sampled() -> None:
     a = world(bins="tilt_per_day = 2\nlid_per_day = 2").bin("bin-0001")
     b = world(bins="tilt_per_day = 2\nlid_per_day = 2").bin("bin-0001")
     t0 = START.timestamp()
@@ -85,7 +85,7 @@ def test_fill_does_not_depend_on_how_often_the_bin_is_sampled():
             assert sb.tilt_deg == sa.tilt_deg and sb.lid_open == sa.lid_open
 
 
-def test_overflow_saturates_at_full():
+def test_overflow_saturates_at_full() -> None:
     w = world(site='collection = { days = ["sun"], hour = 7.0 }',
               bins="fill_per_day = { residential = 1.0 }")
     b = w.bin("bin-0001")
@@ -102,7 +102,7 @@ def test_overflow_saturates_at_full():
         assert s.overflow == (s.fill == 1.0)
 
 
-def test_a_fire_ramps_the_temperature_past_the_alarm_threshold():
+def test_a_fire_ramps_the_temperature_past_the_alarm_threshold() -> None:
     w = world(rest='[[event]]\nkind = "fire"\ndevice = "bin-0001"\nafter = "26h"')
     b = w.bin("bin-0001")
     ignition = START.timestamp() + 26 * 3600
@@ -117,7 +117,7 @@ def test_a_fire_ramps_the_temperature_past_the_alarm_threshold():
     assert during[-1].temp_c < max(s.temp_c for s in during) / 2  # it burns out and cools
 
 
-def test_knocked_over_bins_tilt_and_get_righted():
+def test_knocked_over_bins_tilt_and_get_righted() -> None:
     w = world(bins="tilt_per_day = 1\ntilt_mean_h = 2")
     b = w.bin("bin-0001")
     t0 = START.timestamp()
@@ -130,7 +130,7 @@ def test_knocked_over_bins_tilt_and_get_righted():
     assert 8 <= episodes <= 35  # about one a day for 20 days (the windows take a little time out)
 
 
-def test_battery_drains_by_night_and_charges_by_day():
+def test_battery_drains_by_night_and_charges_by_day() -> None:
     w = world(site="cloud_mean = 0.2\ncloud_spread = 0.1",
               bins="start_soc_min = 0.5\nstart_soc_max = 0.5\npanel_w = 0.5\nsleep_ua = 200")
     b = w.bin("bin-0001")
@@ -149,7 +149,7 @@ def test_battery_drains_by_night_and_charges_by_day():
     assert mv[day + 14 * 3600] > mv[day + 2 * 3600]
 
 
-def test_enclosure_temperature_follows_the_daily_cycle():
+def test_enclosure_temperature_follows_the_daily_cycle() -> None:
     w = world(site="temp_mean_c = 15\ntemp_amp_c = 6\ncloud_mean = 0\ncloud_spread = 0")
     b = w.bin("bin-0001")
     day = START.timestamp()
@@ -158,7 +158,7 @@ def test_enclosure_temperature_follows_the_daily_cycle():
     assert 5 < min(temps.values()) and max(temps.values()) < 40
 
 
-def test_time_cannot_go_backwards():
+def test_time_cannot_go_backwards() -> None:
     b = world().bin("bin-0001")
     b.sample(START.timestamp() + 100)
     with pytest.raises(ValueError, match="backwards"):

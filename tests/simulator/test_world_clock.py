@@ -19,7 +19,7 @@ class FakeWall:
         return self.now
 
 
-def test_paced_clock_maps_wall_seconds_by_the_factor():
+def test_paced_clock_maps_wall_seconds_by_the_factor() -> None:
     wall = FakeWall()
     clock = SimClock(1_000_000.0, factor=1440.0, monotonic=wall)
     assert clock.now() == 1_000_000.0
@@ -31,7 +31,7 @@ def test_paced_clock_maps_wall_seconds_by_the_factor():
         clock.advance_to(2_000_000.0)
 
 
-def test_stepped_clock_moves_only_when_told_and_never_back():
+def test_stepped_clock_moves_only_when_told_and_never_back() -> None:
     clock = SimClock(50.0)
     assert not clock.paced and clock.now() == 50.0 and clock.wall_delay(1e9) == 0.0
     clock.advance_to(60.0)
@@ -42,7 +42,7 @@ def test_stepped_clock_moves_only_when_told_and_never_back():
         SimClock(0.0, factor=0.0)
 
 
-def test_scheduler_runs_in_time_then_scheduling_order_with_the_scheduled_instant():
+def test_scheduler_runs_in_time_then_scheduling_order_with_the_scheduled_instant() -> None:
     clock = SimClock(0.0)
     sched = Scheduler(clock)
     ran: list[tuple[float, str, float]] = []
@@ -61,7 +61,7 @@ def test_scheduler_runs_in_time_then_scheduling_order_with_the_scheduled_instant
     assert clock.now() == 20.0 and len(sched) == 1 and sched.next_time() == 30.0
 
 
-def test_scheduler_queue_is_bounded():
+def test_scheduler_queue_is_bounded() -> None:
     sched = Scheduler(SimClock(0.0), max_pending=3)
     for i in range(3):
         sched.call_at(float(i), lambda t: None)
@@ -71,7 +71,7 @@ def test_scheduler_queue_is_bounded():
     sched.call_at(9.0, lambda t: None)  # room again once one has run
 
 
-def test_paced_scheduler_runs_the_same_calls_and_records_lag():
+def test_paced_scheduler_runs_the_same_calls_and_records_lag() -> None:
     clock = SimClock(0.0, factor=1e6)
     sched = Scheduler(clock)
     ran: list[float] = []

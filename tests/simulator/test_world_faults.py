@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import math
 import random
+from pathlib import Path
 
 import pytest
 
 from simulator.scenario import parse_scenario
-from simulator.world import BusError, NoEcho, SensorError, TruthLog, World, read_truth
+from simulator.world import BusError, LinkEvent, NoEcho, SensorError, TruthLog, World, read_truth
 from simulator.world.sensors import Noise, Sensor, Spikes, Stuck, Timeouts
 
 START = 1_782_086_400.0  # 2026-06-22T00:00:00Z
@@ -43,7 +44,7 @@ lights = {lights}
 """), truth)
 
 
-def test_ultrasonic_spikes_and_timeouts_at_their_rates():
+def test_ultrasonic_spikes_and_timeouts_at_their_rates() -> None:
     w = world("ultrasonic_spike = 0.05\nultrasonic_timeout = 0.02")
     dist = w.sensor("bin-0001", "dist")
     n, spikes, timeouts = 20_000, 0, 0
@@ -60,7 +61,7 @@ def test_ultrasonic_spikes_and_timeouts_at_their_rates():
     assert within(timeouts, n * (1 - 0.05) * 0.02 + n * 0.05 * 0.02)
 
 
-def test_i2c_errors_raise_and_noise_is_zero_mean():
+def test_i2c_errors_raise_and_noise_is_zero_mean() -> None:
     w = world("i2c_error = 0.01\ntemp_noise_c = 0.5\nadc_noise_mv = 10")
     temp, batt = w.sensor("bin-0001", "temp"), w.sensor("bin-0001", "batt")
     errors, readings = 0, []
@@ -79,7 +80,7 @@ def test_i2c_errors_raise_and_noise_is_zero_mean():
     assert max(volts) - min(volts) > 40  # 10 mV sigma: the spread of 5000 readings is several sigma wide
 
 
-def test_a_wet_sensor_sticks_for_windows_at_the_configured_rate():
+def test_a_wet_sensor_sticks_for_windows_at_the_configured_rate() -> None:
     stuck = Stuck(random.Random(1), per_day=2.0, mean_s=3600.0, start=START)
     step = 300.0
     n = int(200 * 86400 / step)
@@ -94,7 +95,7 @@ def test_a_wet_sensor_sticks_for_windows_at_the_configured_rate():
     assert held / n == pytest.approx(1 / 13, rel=0.3)
 
 
-def test_faults_compose_in_order():
+def test_faults_compose_in_order() -> None:
     r = random.Random(3)
     always_spike = Spikes(r, 1.0, 100.0, 100.0)
     sensor = Sensor("bin-0001", "dist", [always_spike, Noise(r, 1.0)])
@@ -107,7 +108,7 @@ def test_faults_compose_in_order():
     assert Sensor("bin-0001", "dist", []).read(800.0, START) == 800.0
 
 
-def test_sensors_read_clean_with_no_faults_configured():
+def test_sensors_read_clean_with_no_faults_configured() -> None:
     w = world("")
     for q in ("dist", "temp", "batt", "tilt"):
         assert w.sensor("bin-0001", q).faults == ()
@@ -115,7 +116,7 @@ def test_sensors_read_clean_with_no_faults_configured():
         w.sensor("bin-9999", "dist")
 
 
-def test_link_fault_schedule_rates_per_device():
+def test_link_fault_schedule_rates_per_device() -> None:
     w = world(
         "garbage_per_hour = 0.5\ndrop_per_hour = 0.25\nunplug_per_day = 2\nunplug_mean_s = 60\n"
         "power_cut_per_day = 1\nbrownout_per_day = 0.5",
@@ -147,7 +148,7 @@ def test_link_fault_schedule_rates_per_device():
     assert "net_cut" not in counts  # serial devices have no network to cut
 
 
-def test_mqtt_devices_get_network_cuts_and_the_broker_restarts():
+def test_mqtt_devices_get_network_cuts_and_the_broker_restarts() -> None:
     w = world("net_cut_per_day = 3\nnet_cut_mean_s = 120\nbroker_restart_per_day = 4\ngarbage_per_hour = 9",
               bins=50, link="mqtt")
     end = START + 20 * 86400
@@ -161,8 +162,8 @@ def test_mqtt_devices_get_network_cuts_and_the_broker_restarts():
         assert b.t >= a.t + a.duration_s  # the broker is not restarted while it is down
 
 
-def test_the_schedule_is_seeded_and_independent_of_how_it_is_consumed():
-    def schedule(chunks: int) -> list:
+def test_the_schedule_is_seeded_and_independent_of_how_it_is_consumed() -> None:
+    def schedule(chunks: int) -> list[LinkEvent]:
         w = world("garbage_per_hour = 2\nunplug_per_day = 5\npower_cut_per_day = 2", bins=3)
         stream = w.faults.device("bin-0002")
         out = []
@@ -174,7 +175,7 @@ def test_the_schedule_is_seeded_and_independent_of_how_it_is_consumed():
     assert len(schedule(1)) > 20
 
 
-def test_scripted_link_events_join_the_streams():
+def test_scripted_link_events_join_the_streams() -> None:
     w = world("", bins=2, rest='[[event]]\nkind = "unplug"\ndevice = "bin-0002"\nafter = "3h"\nduration = "5m"\n'
                                '[[event]]\nkind = "broker_restart"\nafter = "1h"')
     assert w.faults.device("bin-0001").pop_due(START + 86400) == []
@@ -184,7 +185,7 @@ def test_scripted_link_events_join_the_streams():
     assert restart.t == START + 3600 and restart.duration_s == 600.0
 
 
-def test_injected_sensor_faults_are_in_the_ground_truth(tmp_path):
+def test_injected_sensor_faults_are_in_the_ground_truth(tmp_path: Path) -> None:
     path = tmp_path / "truth.jsonl"
     with TruthLog(path) as truth:
         w = world("ultrasonic_spike = 0.1\nultrasonic_timeout = 0.1\ntemp_noise_c = 1", truth=truth)

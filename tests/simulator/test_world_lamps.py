@@ -35,7 +35,7 @@ lights = {n}
 """))
 
 
-def test_driver_power_and_power_factor_fall_with_dimming():
+def test_driver_power_and_power_factor_fall_with_dimming() -> None:
     full, pf_full = driver_input(60.0, 0.5, True, 1.0)
     assert full == pytest.approx(60.5)
     assert pf_full == pytest.approx(0.97)
@@ -45,7 +45,7 @@ def test_driver_power_and_power_factor_fall_with_dimming():
     assert driver_input(60.0, 0.5, False, 1.0) == (0.5, 0.5)
 
 
-def test_energy_is_power_integrated_over_time():
+def test_energy_is_power_integrated_over_time() -> None:
     lamp = world().light("lamp-0001")
     t0 = START.timestamp()
     lamp.set_output(t0, on=True, dim=1.0)
@@ -57,7 +57,7 @@ def test_energy_is_power_integrated_over_time():
     assert lamp.sample(t0 + 10800).energy_wh == pytest.approx(60.5 + p_half + 0.5)
 
 
-def test_current_follows_power_voltage_and_power_factor():
+def test_current_follows_power_voltage_and_power_factor() -> None:
     lamp = world().light("lamp-0001")
     t0 = START.timestamp()
     lamp.set_output(t0, on=True, dim=1.0)
@@ -67,7 +67,7 @@ def test_current_follows_power_voltage_and_power_factor():
         assert s.curr_ma == pytest.approx(s.power_w / (s.volt_v * 0.97) * 1000)
 
 
-def test_a_failed_lamp_reads_almost_no_current_while_on():
+def test_a_failed_lamp_reads_almost_no_current_while_on() -> None:
     w = world(rest='[[event]]\nkind = "lamp_fail"\ndevice = "lamp-0001"\nafter = "2h"')
     lamp = w.light("lamp-0001")
     t0 = START.timestamp()
@@ -81,7 +81,7 @@ def test_a_failed_lamp_reads_almost_no_current_while_on():
     assert after.energy_wh == pytest.approx(2 * 60.5 + 0.5, rel=1e-6)
 
 
-def test_lumen_output_depreciates_with_operating_hours():
+def test_lumen_output_depreciates_with_operating_hours() -> None:
     lamp = world(lights="age_max_h = 0").light("lamp-0001")
     t0 = START.timestamp()
     lamp.set_output(t0, on=True)
@@ -91,7 +91,7 @@ def test_lumen_output_depreciates_with_operating_hours():
     assert lamp.sample(t0 + 1).lumens == pytest.approx(0.7 * 8000.0, rel=1e-3)
 
 
-def test_failure_probability_rises_with_age():
+def test_failure_probability_rises_with_age() -> None:
     # Weibull with shape 3: an old lamp has much less life left than a young one.
     w = world(n=3000, lights="age_max_h = 80000")
     lamps = [w.light(d.id) for d in w.scenario.devices]
@@ -102,7 +102,7 @@ def test_failure_probability_rises_with_age():
     assert all(lp.fail_age_h > lp.age_h for lp in lamps)
 
 
-def test_a_lamp_flickers_before_it_wears_out_and_then_fails():
+def test_a_lamp_flickers_before_it_wears_out_and_then_fails() -> None:
     lamp = world(lights="flicker_h = 100").light("lamp-0001")
     t0 = START.timestamp()
     lamp.age_h = lamp.fail_age_h - 60.0  # 60 h of life left: 40 % of the way into the flicker window
@@ -115,7 +115,7 @@ def test_a_lamp_flickers_before_it_wears_out_and_then_fails():
     assert end.failed and not any(s.failed for s in samples)
 
 
-def test_the_light_sensor_sees_daylight_and_neighbours_spill_at_night():
+def test_the_light_sensor_sees_daylight_and_neighbours_spill_at_night() -> None:
     lamp = world(site="spill_lux = 4\ncloud_mean = 0.2").light("lamp-0001")
     t0 = START.timestamp()
     midnight = lamp.sample(t0 + 3600).lux  # 01:00 UTC, sun well down

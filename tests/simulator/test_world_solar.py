@@ -42,16 +42,17 @@ PUBLISHED = [
 
 
 @pytest.mark.parametrize("lat, lon, date, rise, set_", PUBLISHED)
-def test_sunrise_sunset_match_published_values(lat, lon, date, rise, set_):
+def test_sunrise_sunset_match_published_values(lat: float, lon: float, date: dt.date, rise: dt.datetime, set_: dt.datetime) -> None:
     got_rise, got_set = sunrise_sunset(lat, lon, date)
     assert got_rise is not None and got_set is not None
     assert abs(got_rise - rise.timestamp()) < 120, dt.datetime.fromtimestamp(got_rise, UTC)
     assert abs(got_set - set_.timestamp()) < 120, dt.datetime.fromtimestamp(got_set, UTC)
 
 
-def test_sun_is_on_the_horizon_at_sunrise_and_highest_at_noon():
+def test_sun_is_on_the_horizon_at_sunrise_and_highest_at_noon() -> None:
     lat, lon, date = 51.4995, -0.1248, dt.date(2025, 6, 21)
     rise, set_ = sunrise_sunset(lat, lon, date)
+    assert rise is not None and set_ is not None
     noon = solar_noon(lon, date)
     # At sunrise the refracted upper limb touches the horizon: the centre's apparent elevation is about
     # -0.27 (semi-diameter) minus the refraction difference between NOAA's two models, within half a degree.
@@ -63,14 +64,14 @@ def test_sun_is_on_the_horizon_at_sunrise_and_highest_at_noon():
         assert sun_elevation(lat, lon, noon + dt_s) < sun_elevation(lat, lon, noon)
 
 
-def test_polar_night_and_midnight_sun_have_no_sunrise():
+def test_polar_night_and_midnight_sun_have_no_sunrise() -> None:
     assert sunrise_sunset(78.22, 15.65, dt.date(2025, 12, 21)) == (None, None)  # Longyearbyen, winter
     assert sunrise_sunset(78.22, 15.65, dt.date(2025, 6, 21)) == (None, None)  # and summer
     noon = solar_noon(15.65, dt.date(2025, 6, 21))
     assert sun_elevation(78.22, 15.65, noon + 12 * 3600) > 0  # the sun is up at midnight
 
 
-def test_twilight_illuminance_follows_the_ams_glossary_anchors():
+def test_twilight_illuminance_follows_the_ams_glossary_anchors() -> None:
     # AMS Glossary of Meteorology: clear-sky horizontal illuminance ~585-410 lx at sunset, ~3.5-2 lx at
     # the end of civil twilight (-6), ~0.008 lx at the end of nautical twilight (-12).
     assert 410 <= clear_sky_lux(-0.833) <= 585
@@ -82,7 +83,7 @@ def test_twilight_illuminance_follows_the_ams_glossary_anchors():
     assert all(a <= b for a, b in zip(lux, lux[1:])), "illuminance must rise with the sun"
 
 
-def test_clouds_dim_the_day_and_vary_slowly():
+def test_clouds_dim_the_day_and_vary_slowly() -> None:
     assert cloud_transmission(0.0) == 1.0
     assert cloud_transmission(1.0) == pytest.approx(0.25)
     sky = Sky(1, "s", 51.5, -0.12, cloud_mean=0.5, cloud_spread=0.5, temp_mean_c=15, temp_amp_c=5)
@@ -92,7 +93,7 @@ def test_clouds_dim_the_day_and_vary_slowly():
     assert max(abs(a - b) for a, b in zip(covers, covers[1:])) < 0.02  # slow: < 2 % cover per minute
 
 
-def test_insolation_is_the_integral_of_irradiance():
+def test_insolation_is_the_integral_of_irradiance() -> None:
     sky = Sky(3, "s", 51.5, -0.12, cloud_mean=0.4, cloud_spread=0.4, temp_mean_c=15, temp_amp_c=5)
     t0 = dt.datetime(2026, 6, 20, 18, tzinfo=UTC).timestamp()
     t1 = t0 + 30 * 3600  # across a UTC midnight and a whole day
@@ -106,7 +107,7 @@ def test_insolation_is_the_integral_of_irradiance():
     assert sky.insolation(night, night + 3600) == 0.0  # London midsummer: dark from 21:30 to 03:00 UTC
 
 
-def test_air_temperature_peaks_in_the_afternoon():
+def test_air_temperature_peaks_in_the_afternoon() -> None:
     sky = Sky(5, "s", 0.0, 0.0, cloud_mean=0, cloud_spread=0, temp_mean_c=20, temp_amp_c=6)
     day = dt.datetime(2026, 6, 21, tzinfo=UTC).timestamp()
     temps = [sky.air_temp(day + h * 3600) for h in range(24)]

@@ -74,7 +74,7 @@ def demo() -> Scenario:
     return dataclasses.replace(sc, events=events)
 
 
-def test_same_seed_same_truth(tmp_path, demo):
+def test_same_seed_same_truth(tmp_path: Path, demo: Scenario) -> None:
     run_stepped(demo, tmp_path / "a.jsonl")
     run_stepped(demo, tmp_path / "b.jsonl")
     a = (tmp_path / "a.jsonl").read_bytes()
@@ -87,7 +87,7 @@ def test_same_seed_same_truth(tmp_path, demo):
     assert any(r.quantity == "link" and r.value[0] == "unplug" for r in records)
 
 
-def test_different_seed_different_truth(tmp_path, demo):
+def test_different_seed_different_truth(tmp_path: Path, demo: Scenario) -> None:
     run_stepped(demo, tmp_path / "a.jsonl")
     run_stepped(dataclasses.replace(demo, seed=demo.seed + 1), tmp_path / "b.jsonl")
     a = [r for r in read_truth(tmp_path / "a.jsonl") if r.quantity == "fill"]
@@ -96,23 +96,24 @@ def test_different_seed_different_truth(tmp_path, demo):
     assert [r.value for r in a] != [r.value for r in b]  # ...different street
 
 
-def test_paced_run_gives_the_stepped_truth(tmp_path, demo):
+def test_paced_run_gives_the_stepped_truth(tmp_path: Path, demo: Scenario) -> None:
     run_stepped(demo, tmp_path / "stepped.jsonl")
     run_paced(demo, tmp_path / "paced.jsonl", factor=2e6)  # 6 simulated hours in about 11 ms of wall time
     assert (tmp_path / "paced.jsonl").read_bytes() == (tmp_path / "stepped.jsonl").read_bytes()
 
 
-def test_each_device_s_lines_are_in_time_order_with_known_units(tmp_path, demo):
+def test_each_device_s_lines_are_in_time_order_with_known_units(tmp_path: Path, demo: Scenario) -> None:
     run_stepped(demo, tmp_path / "a.jsonl")
     last: dict[str, float] = {}
     for r in read_truth(tmp_path / "a.jsonl"):
         if r.quantity in ("fill", "lux"):
+            assert r.device is not None
             assert r.t >= last.get(r.device, 0.0)
             last[r.device] = r.t
         assert r.quantity in UNITS or r.quantity.startswith("fault.") or r.quantity == "link"
 
 
-def test_flushed_lines_can_be_read_while_the_log_is_open(tmp_path):
+def test_flushed_lines_can_be_read_while_the_log_is_open(tmp_path: Path) -> None:
     path = tmp_path / "live.jsonl"
     with TruthLog(path) as truth:
         truth.record(12.5, "bin-0001", "fill", 0.25)
@@ -122,7 +123,7 @@ def test_flushed_lines_can_be_read_while_the_log_is_open(tmp_path):
             (12.5, "bin-0001", "fill", 0.25), (13.0, None, "event", "broker_restart")]
 
 
-def test_the_log_is_bounded_and_says_so(tmp_path):
+def test_the_log_is_bounded_and_says_so(tmp_path: Path) -> None:
     path = tmp_path / "small.jsonl"
     with TruthLog(path, max_bytes=1000) as truth:
         for i in range(100):
