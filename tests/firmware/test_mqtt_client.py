@@ -23,8 +23,9 @@ import paho.mqtt.client as paho
 import pytest
 
 from gateway.tools.firmware_build import build
+from kerbline.links.mqtt import Client
 from tests.harness.micropython import MicroPythonProcess
-from tests.harness.mosquitto import Mosquitto
+from tests.harness.mosquitto import Mosquitto, free_port
 
 DRIVER = Path(__file__).resolve().parent / "mp" / "mqtt_driver.py"
 FIRMWARE_SRC = Path(__file__).resolve().parents[2] / "firmware"
@@ -411,3 +412,106 @@ def test_same_client_under_cpython(mosquitto, peer) -> None:
         assert watcher.next(STATE).payload == b"offline"
     finally:
         dev.close()
+
+
+# --- TLS -----------------------------------------------------------------------------------------------
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def _make_ca(folder: Path, name: str) -> None:
+    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-keyout", f"{name}.key", "-out", f"{name}.crt", "-days", "2", "-subj", f"/CN={name}", cwd=folder)
+    _openssl("x509", "-in", f"{name}.crt", "-outform", "der", "-out", f"{name}.der", cwd=folder)
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A test CA, a broker certificate for 127.0.0.1 signed by it, and an unrelated CA."""
+    folder = tmp_path_factory.mktemp("tls")
+    _make_ca(folder, "ca")
+    _make_ca(folder, "other-ca")
+    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1", cwd=folder)
+    (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+             "-out", "server.crt", "-days", "2", "-extfile", "san.ext", cwd=folder)
+    return folder
+
+
+@pytest.fixture
+def tls_broker(mosquitto_factory, tls_files: Path) -> Mosquitto:
+    """A broker whose only listener speaks TLS (the harness's plain listener line is replaced)."""
+    broker = mosquitto_factory(start=False)
+    config = broker.config_path.read_text().replace(
+        f"listener {broker.port} {broker.host}\n",
+        f"listener {broker.port} {broker.host}\ncertfile {tls_files / 'server.crt'}\n"
+        f"keyfile {tls_files / 'server.key'}\n")
+    broker.config_path.write_text(config)
+    broker.start()
+    return broker
+
+
+def test_tls_with_verified_broker(tls_broker, tls_files, device) -> None:
+    dev = device(tls_broker, tls=tls_files / "ca.der")
+    dev.expect("UP")
+    dev.expect("SUBSCRIBED")
+    pid = dev.publish("over-tls")
+    dev.expect(f"ACK {pid}$")
+    assert dev.ask("idle 500", "IDLE ").string == "IDLE bytes=0"
+
+
+def test_tls_refuses_a_broker_signed_by_another_ca(tls_broker, tls_files, device) -> None:
+    dev = device(tls_broker, tls=tls_files / "other-ca.der", backoff_ms=100, backoff_max_ms=200)
+    error = dev.wait_for("error", lambda line: line != "ERROR None")
+    assert "certificate" in error  # mbedtls: "The certificate is not correctly signed by the trusted CA"
+    assert "UP" not in dev.lines
+    assert dev.stats()["conn"] == 0
+
+
+# --- backoff, on CPython with a virtual clock ------------------------------------------------------------
+
+def test_backoff_doubles_with_jitter_up_to_the_cap() -> None:
+    port = free_port()  # nobody listens: every attempt is refused at once
+    client = Client(DEV, "127.0.0.1", port, backoff_ms=1000, backoff_max_ms=8000)
+    now = 0
+    for ceiling in (1000, 2000, 4000, 8000, 8000, 8000):
+        client.poll(now)
+        assert isinstance(client.error, ConnectionRefusedError)
+        wait = client.next_retry_ms(now)
+        assert ceiling // 2 <= wait <= ceiling
+        client.poll(now + wait - 1)  # not due yet: no attempt, so the wait is not restarted
+        assert client.next_retry_ms(now + wait - 1) == 1
+        now += wait
+
+
+def test_backoff_jitter_spreads_a_fleet() -> None:
+    port = free_port()
+    waits = set()
+    for i in range(20):
+        client = Client(f"bin-{i:04d}", "127.0.0.1", port, backoff_ms=1000)
+        client.poll(0)
+        waits.add(client.next_retry_ms(0))
+    assert len(waits) > 10
+
+
+def test_backoff_restarts_after_a_good_connection(mosquitto) -> None:
+    mosquitto.stop()
+    client = Client(DEV, mosquitto.host, mosquitto.port, backoff_ms=1000, backoff_max_ms=60000)
+    now = 0
+    for _ in range(4):  # waits of up to 1, 2, 4, 8 s
+        client.poll(now)
+        now += client.next_retry_ms(now)
+    mosquitto.start()
+    deadline = time.monotonic() + WAIT
+    while not client.connected:  # virtual time stands still; the CONNACK arrives in real time
+        assert time.monotonic() < deadline, client.error
+        client.poll(now)
+        time.sleep(0.01)
+    mosquitto.kill()
+    while client.connected:
+        assert time.monotonic() < deadline
+        client.poll(now)
+        time.sleep(0.01)
+    assert 500 <= client.next_retry_ms(now) <= 1000

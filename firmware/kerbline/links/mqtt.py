@@ -266,10 +266,11 @@ class Client:
         s.connect(ai[-1])
         if self.ssl:
             s = self._s = self.ssl.wrap_socket(s, server_hostname=self.host)
-        # CPython sockets and TLS sockets: recv_into/sendall/settimeout. MicroPython: readinto/write,
-        # and its TLS socket has no settimeout (the raw socket's timeout governs it).
-        self._cpy = hasattr(s, "recv_into")
-        self._rd = s.recv_into if self._cpy else s.readinto
+        # CPython's sockets and MicroPython's TLS socket have recv_into/sendall; MicroPython's plain
+        # socket has readinto/write instead. MicroPython's TLS socket has no settimeout: the raw
+        # socket's timeout governs it.
+        self._std = hasattr(s, "recv_into")
+        self._rd = s.recv_into if self._std else s.readinto
         self._to = s if hasattr(s, "settimeout") else self._raw
         self._send(self._connect, len(self._connect))
 
@@ -313,7 +314,7 @@ class Client:
     def _send(self, buf, n):
         self._to.settimeout(self._io)
         try:
-            if self._cpy:
+            if self._std:
                 self._s.sendall(memoryview(buf)[:n])
             elif self._s.write(buf, 0, n) != n:
                 raise MQTTError("short write")

@@ -2,7 +2,7 @@
 
 Usage: mqtt_driver.py HOST PORT DEVICE [key=value ...]
   keys: password, keepalive (s), ack_ms, ping_ms, io_ms, backoff_ms, backoff_max_ms, max_packet,
-        window, clean (0/1)
+        window, clean (0/1), tls (path of the CA certificate, DER: TLS with the broker verified)
 The main loop polls the client every few ms with the real clock (like the device's main loop) and reads
 one command line per turn from stdin:
   pub TEXT    publish TEXT at QoS 1    -> "PUB <pid>" or "FULL"
@@ -41,9 +41,17 @@ def options(args):
     opts = {}
     for a in args:
         k, v = a.split("=", 1)
-        opts[k] = v if k == "password" else int(v)
+        opts[k] = v if k in ("password", "tls") else int(v)
     if "clean" in opts:
         opts["clean"] = bool(opts["clean"])
+    if "tls" in opts:
+        import ssl
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        with open(opts.pop("tls"), "rb") as f:
+            ctx.load_verify_locations(cadata=f.read())
+        opts["ssl"] = ctx
     return opts
 
 
