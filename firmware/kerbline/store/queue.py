@@ -19,11 +19,13 @@ stays short. Reports are appended in (boot, seq) order, which the device's boot 
 sequence guarantee; the watermark relies on that.
 
 Opening walks the headers (payloads are skipped) and checks the CRC of every ack record, of the last
-record (the only one a power cut can tear) and of every record after damage. A record that fails is
-skipped up to the next magic byte that starts a valid record (resynchronisation), the damage is counted
-in `torn`, and the log is compacted at once so the damage is gone from flash. A complete record is never
-lost to a torn one. A bit flipped inside an older message by the flash itself is not looked for here:
-the gateway's MAC check refuses that message (`bad_tag`).
+record (the only one a power cut can tear) and of every record after damage. A record cut off by the
+end of the file, or a last record whose CRC fails, is a torn tail: the walk ends there (nothing after it
+can be a record, so no stray bytes inside it are ever taken for one). A header that is not a header in
+the middle of the log is damage (flash, not a power cut): the walk skips to the next magic byte that
+starts a sound record. Either is counted in `torn` and the log is compacted at once, so it is gone from
+flash; a complete record is never lost to a torn one. A bit flipped inside an older message by the
+flash itself is not looked for here: the gateway's MAC check refuses that message (`bad_tag`).
 
 Bound: the log never exceeds `max_bytes`. An append that would pass it compacts first; if the live
 reports alone still leave no room, the oldest routine reports are dropped, an eighth of `max_bytes`
@@ -54,6 +56,8 @@ _MAGIC = const(0x4B)
 _CRC_AT = const(12)
 _CHUNK = const(128)
 _FORMAT = ">BBHII"
+_TORN = const(0)
+_DAMAGED = const(1)
 
 
 class Flash:
@@ -271,25 +275,27 @@ class FlashQueue:
             raise
 
     def _valid_at(self, f, p, end, check):
-        """The header fields (flags, length, boot, seq) of a sound record at `p`, else None."""
+        """The header fields (flags, length, boot, seq) of a sound record at `p`; else _TORN when the
+        bytes from `p` are the start of a record cut off by the end of the log (what a power cut leaves:
+        nothing after it can be a record), or _DAMAGED when they are not a record at all."""
         if end - p < HEADER:
-            return None
+            return _TORN
         h = self._hdr
         f.seek(p)
         if f.readinto(h) != HEADER:
-            return None
+            return _TORN
         magic, flags, length, boot, seq = struct.unpack_from(_FORMAT, h, 0)
         if magic != _MAGIC or flags & _RESERVED:
-            return None
+            return _DAMAGED
         kind = flags & _KIND
         if kind == K_REPORT:
             if not 0 < length <= MAX_MESSAGE:
-                return None
+                return _DAMAGED
         elif kind == _KIND or length or flags & F_ALARM:
-            return None
+            return _DAMAGED
         stop = p + HEADER + length
         if stop > end:
-            return None
+            return _TORN
         if check or not length or stop == end:
             crc = crc16(memoryview(h)[:_CRC_AT])
             want = struct.unpack_from(">H", h, _CRC_AT)[0]
@@ -298,11 +304,11 @@ class FlashQueue:
             while left:
                 k = min(left, _CHUNK)
                 if f.readinto(mv[:k]) != k:
-                    return None
+                    return _TORN
                 crc = crc16(mv[:k], crc)
                 left -= k
             if crc != want:
-                return None
+                return _TORN if stop == end else _DAMAGED
         return flags, length, boot, seq
 
     def _next_magic(self, f, p, end):
@@ -320,16 +326,24 @@ class FlashQueue:
         return end
 
     def _records(self, f, p, end):
-        """Yield (offset, flags, length, boot, seq) of each sound record from `p`, skipping damage."""
+        """Yield (offset, flags, length, boot, seq) of each sound record from `p`.
+
+        A torn tail ends the walk; damage is skipped up to the next magic byte that starts a sound
+        record. Each torn tail or damaged stretch adds one to `_bad`."""
         check = False
+        sound = True
         while p < end:
             fields = self._valid_at(f, p, end, check)
-            if fields is None:
-                if not check:
+            if fields == _TORN or fields == _DAMAGED:
+                if sound:
                     self._bad += 1
+                    sound = False
+                if fields == _TORN:
+                    return
                 check = True  # after damage, believe no header without its CRC
                 p = self._next_magic(f, p + 1, end)
                 continue
+            sound = True
             flags, length, boot, seq = fields
             yield p, flags, length, boot, seq
             p += HEADER + length
