@@ -10,7 +10,7 @@ crash-loops on a bad config). Unknown keys are errors: a misspelt setting must n
 default. The key is taken out of the dict (`take_key`) before anything else sees it, so a printed config
 never shows it.
 
-Settings are integers with a range (SETTINGS); the `config` command changes them with `apply()`, which
+Settings are integers with a range (the table below); the `config` command changes them with `apply()`, which
 checks every value first and then rewrites the file atomically (temp file + rename: a power cut leaves
 the old file or the new one, never half of one).
 """
@@ -22,43 +22,44 @@ from binascii import unhexlify
 PATH = "/config.json"
 KINDS = ("bin", "light")
 
-# name: (min, max, bin default, light default); None = not used by that kind
-SETTINGS = {
-    "interval": (60, 86400, 900, None),  # s between bin reports (deep sleep in between)
-    "wake_s": (2, 120, 20, None),  # s a bin stays awake at most to deliver its reports
-    "full_at": (10, 100, 80, None),  # fill % raising `full`
-    "depth_mm": (100, 5000, 1000, None),  # bin depth from the full level to the bottom
-    "offset_mm": (0, 2000, 100, None),  # sensor to the full level
-    "min_mm": (20, 1000, 20, None),  # closest echo the sensor can measure (JSN-SR04T: 250)
-    "max_mm": (200, 8000, 4000, None),  # farthest
-    "pings": (1, 15, 5, None),  # pings per sample
-    "tol_mm": (2, 500, 30, None),  # a ping further than this from the median is an outlier
-    "stuck_n": (2, 100, 8, None),  # identical samples in a row that mean a stuck (wet) sensor
-    "batt_gain": (1, 100000, 2000, None),  # battery mV = ADC mV * batt_gain / 1000
-    "lowbatt_mv": (2000, 15000, 3400, None),
-    "fire_at": (30, 125, 70, 70),  # enclosure degC raising `fire`
-    "sample_s": (1, 600, None, 5),  # s between light samples
-    "report_s": (10, 86400, None, 900),  # s between periodic light reports
-    "lux_on": (0, 100000, None, 20),  # lamp on below this lux ...
-    "lux_off": (0, 100000, None, 50),  # ... and off above this one (hysteresis)
-    "switch_n": (1, 20, None, 2),  # samples in a row past a threshold before the lamp switches
-    "dim": (0, 100, None, 100),  # lamp level when on
-    "night_start": (0, 1439, None, 0),  # local minute of day the night dimming starts
-    "night_end": (0, 1439, None, 300),  # ... and ends
-    "night_dim": (0, 100, None, 50),  # lamp level during the night window
-    "dark_start": (0, 1439, None, 1080),  # with no light reading: lamp on from (local minute) ...
-    "dark_end": (0, 1439, None, 420),  # ... until
-    "tz_min": (-720, 840, None, 0),  # local time = UTC + tz_min
-    "lamp_min_ma": (0, 100000, None, 50),  # lamp on below this current (or off above it) = lamp_fail
-    "volt_gain": (1, 1000000, None, 200),  # lamp V = ADC mV * volt_gain / 1000
-    "curr_gain": (1, 1000000, None, 5405),  # lamp mA = (ADC mV - curr_zero_mv) * curr_gain / 1000
-    "curr_zero_mv": (0, 3300, None, 0),
-    "i2c_tries": (1, 10, None, 3),
-    "queue_bytes": (1024, 1048576, 16384, 16384),  # flash queue bound
-    "wdt_ms": (5000, 120000, 30000, 30000),
-    "crash_n": (2, 20, 3, 3),  # crashes without a healthy run in between that mean safe mode
-    "healthy_s": (10, 86400, 300, 300),  # s of running (light) that clear the crash count
-}
+# One line per setting: name, min, max, bin default, light default ("-": not a setting of that kind).
+# Kept as one string and parsed on demand: a dict of tuples would cost several KB of RAM for good.
+_TABLE = """
+interval 60 86400 900 -
+wake_s 2 120 20 -
+full_at 10 100 80 -
+depth_mm 100 5000 1000 -
+offset_mm 0 2000 100 -
+min_mm 20 1000 20 -
+max_mm 200 8000 4000 -
+pings 1 15 5 -
+tol_mm 2 500 30 -
+stuck_n 2 100 8 -
+batt_gain 1 100000 2000 -
+lowbatt_mv 2000 15000 3400 -
+fire_at 30 125 70 70
+sample_s 1 600 - 5
+report_s 10 86400 - 900
+lux_on 0 100000 - 20
+lux_off 0 100000 - 50
+switch_n 1 20 - 2
+dim 0 100 - 100
+night_start 0 1439 - 0
+night_end 0 1439 - 300
+night_dim 0 100 - 50
+dark_start 0 1439 - 1080
+dark_end 0 1439 - 420
+tz_min -720 840 - 0
+lamp_min_ma 0 100000 - 50
+volt_gain 1 1000000 - 200
+curr_gain 1 1000000 - 5405
+curr_zero_mv 0 3300 - 0
+i2c_tries 1 10 - 3
+queue_bytes 1024 1048576 16384 16384
+wdt_ms 5000 120000 30000 30000
+crash_n 2 20 3 3
+healthy_s 10 86400 300 300
+"""
 PINS = ("skip", "trig", "echo", "jsn_tx", "jsn_rx", "temp", "batt", "tilt", "lid", "scl", "sda", "ldr",
         "relay", "pwm", "volt", "curr")
 LINK_KEYS = {
@@ -73,6 +74,21 @@ TEXT_MAX = 64
 
 class ConfigError(Exception):
     pass
+
+
+def spec(name, kind):
+    """(min, max, default) of a setting for a kind, or None when the kind has no such setting."""
+    at = _TABLE.find("\n" + name + " ")
+    if at < 0:
+        return None
+    fields = _TABLE[at + 1:_TABLE.find("\n", at + 1)].split()
+    default = fields[3 if kind == "bin" else 4]
+    return None if default == "-" else (int(fields[1]), int(fields[2]), int(default))
+
+
+def names():
+    """Every setting's name, in table order."""
+    return [line.split()[0] for line in _TABLE.strip().split("\n")]
 
 
 def _int(name, value, low, high):
@@ -111,7 +127,7 @@ def check(raw):
 
     cfg = {}
     for name in raw:
-        if name not in _TOP and name not in SETTINGS:
+        if name not in _TOP and _TABLE.find("\n" + name + " ") < 0:
             raise ConfigError("unknown setting '%s'" % name)
     device_id = raw.get("id")
     if not isinstance(device_id, str) or not valid_device_id(device_id):
@@ -139,15 +155,14 @@ def check(raw):
         raise ConfigError("'sim' must be an object {host, port}")
     cfg["sim"] = sim
     cfg["ldr_table"] = _ldr_table(raw.get("ldr_table", LDR_TABLE))
-    column = 2 if kind == "bin" else 3
-    for name in SETTINGS:
-        spec = SETTINGS[name]
+    for name in names():
+        limits = spec(name, kind)
         if name in raw:
-            if spec[column] is None:
+            if limits is None:
                 raise ConfigError("'%s' is not a %s setting" % (name, kind))
-            cfg[name] = _int(name, raw[name], spec[0], spec[1])
-        elif spec[column] is not None:
-            cfg[name] = spec[column]
+            cfg[name] = _int(name, raw[name], limits[0], limits[1])
+        elif limits is not None:
+            cfg[name] = limits[2]
     _cross_check(cfg)
     return cfg
 
@@ -220,13 +235,12 @@ def apply(cfg, changes, path=PATH):
 
     Returns None on success or a message saying what was refused (nothing is changed then).
     """
-    column = 2 if cfg["kind"] == "bin" else 3
     try:
         for name in changes:
-            spec = SETTINGS.get(name)
-            if spec is None or spec[column] is None:
+            limits = spec(name, cfg["kind"])
+            if limits is None:
                 raise ConfigError("'%s' cannot be set on a %s" % (name, cfg["kind"]))
-            _int(name, changes[name], spec[0], spec[1])
+            _int(name, changes[name], limits[0], limits[1])
         trial = dict(cfg)
         trial.update(changes)
         _cross_check(trial)

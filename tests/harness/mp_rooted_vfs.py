@@ -24,6 +24,7 @@ class RootedVfs:
     # wrapper hands it only normalised absolute paths, which keeps the script inside the root.
     def __init__(self, root):
         self._fs = vfs.VfsPosix(root)
+        self._root = root.rstrip("/")
         self._cwd = "/"
 
     def _p(self, path):
@@ -57,7 +58,9 @@ class RootedVfs:
         self._fs.remove(self._p(path))
 
     def rename(self, old, new):
-        self._fs.rename(self._p(old), self._p(new))
+        # VfsPosix(root).rename fails with ENOENT on two absolute paths (unix port 1.28: the second path
+        # overwrites the first in a shared buffer), so rename through a root-less VfsPosix on host paths.
+        vfs.VfsPosix().rename(self._root + self._p(old), self._root + self._p(new))
 
     def chdir(self, path):
         path = self._p(path)

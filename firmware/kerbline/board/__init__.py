@@ -2,7 +2,8 @@
 
 No other firmware module imports `machine`, `network`, `esp32`, `onewire` or `ds18x20`; the application,
 the sensors and the links take the board object instead, so the same code runs on an ESP32 (`esp32`),
-as one simulator process (`sim`) and under the tests' scripted hardware (`scripted`).
+as one simulator process (`sim`) and on the tests' scripted hardware (tests/firmware/mp/scripted_board.py,
+which tests construct directly; it is not flashed, where it would only cost .mpy budget).
 
 Every board has these methods (times in ms unless the name says otherwise):
   ticks_ms() / ticks_diff(a, b)   wrapping millisecond tick and the signed difference a - b
@@ -54,8 +55,6 @@ def load(config):
         from kerbline.board.esp32 import Board
     elif name == "sim":
         from kerbline.board.sim import Board
-    elif name == "scripted":
-        from kerbline.board.scripted import Board
     else:
         raise ValueError("unknown board %r" % name)
     return Board(config)

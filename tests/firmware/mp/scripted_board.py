@@ -1,4 +1,5 @@
-"""A board whose hardware is played from a script: the tests' stand-in for an ESP32's pins and buses.
+"""A board whose hardware is played from a script: the tests' stand-in for an ESP32's pins and buses (it implements
+the interface documented in kerbline/board/__init__.py; tests construct it directly).
 
 It is the one mock in the project and sits behind the board layer, so sensors, cycles and the app run
 unchanged on it. Time is virtual (`sleep_ms` advances `now`), so a 15-minute cycle costs nothing.
@@ -7,8 +8,8 @@ A script channel is a list of values read one per call; its last value repeats o
 used. A value that is an exception instance is raised instead of returned (an I2C NACK is
 `OSError(5)`). Set channels as attributes: `echo` (us or None), `i2c` (bytes read), `i2c_fail` (how many
 next bus operations fail with a NACK), `adc[pin]`, `temp[pin]`, `pins[pin]`, `uart_rx[id]` (chunks). Outputs land in `relay`, `pwm`, `i2c_writes`, `uart_tx`.
-deep_sleep() and reset() raise `Slept` / `Reset` (BaseException, like SystemExit, so the app's error
-handling lets them through) after recording what was asked.
+deep_sleep() and reset() raise `Slept` / `Reset`, and sleep_ms raises `TimeUp` once `now` reaches
+`until` (all BaseException, like SystemExit, so the app's error handling lets them through).
 """
 from kerbline.board import DEEPSLEEP, PIN, POWER, SOFT, TIMER
 
@@ -19,6 +20,10 @@ class Slept(BaseException):
 
 class Reset(BaseException):
     pass
+
+
+class TimeUp(BaseException):
+    """sleep_ms reached `until`: how a test ends a loop that runs forever (the light's)."""
 
 
 def _next(channel, name):
@@ -64,6 +69,7 @@ class Board:
     def __init__(self, config):
         self.config = config
         self.now = 0
+        self.until = None  # virtual ms at which sleep_ms raises TimeUp
         self.clock = None  # (unix seconds, now when set)
         self.echo = []
         self.i2c = []
@@ -92,6 +98,8 @@ class Board:
 
     def sleep_ms(self, ms):
         self.now += ms
+        if self.until is not None and self.now >= self.until:
+            raise TimeUp()
 
     def unix_time(self):
         if self.clock is None:

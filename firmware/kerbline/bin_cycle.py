@@ -1,0 +1,118 @@
+"""The bin's cycle: wake, sample, report, deliver, deep sleep; then the next wake is a new run.
+
+One run: take a sample (enclosure temperature first, for the speed of sound; then the sonar unless the
+lid is open; battery; tilt and lid switches) and queue its report. Stay awake while the link delivers
+what the queue holds, at most `wake_s` (what is left waits on flash for the next wake); answer a `ping`
+with a fresh sample; honour `reboot`. Then save boot, seq, alarms and the sonar's stuck detector to RTC
+memory, mark the run healthy for the crash counter, and deep sleep for the rest of `interval`.
+
+Early wake: the tilt and lid switches (wired active-high) wake the board from deep sleep; a switch
+already active when the bin goes to sleep is left out of the wake pins, or a bin lying on its side would
+wake again at once and drain its battery. A wake by pin samples and reports at once, like any wake.
+
+Alarms, with hysteresis so a value at a threshold does not flap: full at fill >= full_at until fill
+< full_at - 10; fire at temp >= fire_at until < fire_at - 5 degC; lowbatt at batt < lowbatt_mv until
+>= lowbatt_mv + 100; tilt while the switch is active; sensor_fault while a sensor failed this sample
+(the sonar; the DS18B20 when wired: the distance then uses 20 degC).
+"""
+from kerbline.app import FIRE, FULL, LOWBATT, SENSOR_FAULT, TILT, hysteresis
+from kerbline.mem import drop
+from kerbline.sensors import scaled
+
+_LOOP_MS = 20
+
+
+def _sonar(app, t16):
+    """(distance, fill) or None (logged); the stuck detector's state lives in app.state."""
+    from kerbline.sensors.ultrasonic import Sonar
+
+    st = app.state
+    sonar = Sonar(app.board, app.cfg)
+    sonar.last = st.sonar_last
+    sonar.same = st.sonar_same
+    got = sonar.sample(t16)
+    st.sonar_last = sonar.last
+    st.sonar_same = sonar.same
+    if got is None:
+        app.log(sonar.fault)
+    return got
+
+
+def sample(app):
+    """(records, raised alarm bits) for one sample; the sonar's code is dropped again afterwards."""
+    board = app.board
+    cfg = app.cfg
+    pins = cfg["pins"]
+    st = app.state
+    before = st.alarms
+    records = []
+    active = 0
+    t16 = None
+    if "temp" in pins:
+        t16 = board.temp_16(pins["temp"])
+        if t16 is None:
+            active |= SENSOR_FAULT
+            app.log("temp: no answer from the DS18B20")
+    lid = "lid" in pins and board.pin_value(pins["lid"]) == 1
+    if lid:
+        active |= before & FULL  # no measurement with the lid open: the full alarm stands as it was
+    else:
+        got = _sonar(app, t16)
+        drop("kerbline.sensors.ultrasonic")
+        if got is None:
+            active |= SENSOR_FAULT
+        else:
+            dist, fill = got
+            records.append(("fill", fill))
+            records.append(("dist", dist))
+            full_at = cfg["full_at"]
+            if hysteresis(before & FULL, fill >= full_at, fill < full_at - 10):
+                active |= FULL
+    if t16 is not None:
+        records.append(("temp", t16 / 16))
+        fire16 = cfg["fire_at"] * 16
+        if hysteresis(before & FIRE, t16 >= fire16, t16 < fire16 - 80):
+            active |= FIRE
+    if "batt" in pins:
+        mv = scaled(board.adc_mv(pins["batt"]), cfg["batt_gain"])
+        records.append(("batt", mv))
+        low = cfg["lowbatt_mv"]
+        if hysteresis(before & LOWBATT, mv < low, mv >= low + 100):
+            active |= LOWBATT
+    if "tilt" in pins and board.pin_value(pins["tilt"]) == 1:
+        records.append(("tilt", True))
+        active |= TILT
+    if lid:
+        records.append(("lid", True))
+    return records, app.alarm_records(active, records)
+
+
+def report(app):
+    records, raised = sample(app)
+    return app.send(records, raised != 0)
+
+
+def run(app):
+    board = app.board
+    cfg = app.cfg
+    pins = cfg["pins"]
+    wdt = board.watchdog(cfg["wdt_ms"])
+    start = board.ticks_ms()
+    report(app)
+    wdt.feed()
+    while len(app.queue) and board.ticks_diff(board.ticks_ms(), start) < cfg["wake_s"] * 1000:
+        app.poll_link()
+        if app.reboot:
+            board.reset()
+        if app.ping:
+            app.ping = False
+            report(app)
+        wdt.feed()
+        board.sleep_ms(_LOOP_MS)
+    app.save()
+    from kerbline import crashlog
+
+    crashlog.healthy()
+    awake = board.ticks_diff(board.ticks_ms(), start)
+    wake = [pins[name] for name in ("tilt", "lid") if name in pins and board.pin_value(pins[name]) == 0]
+    board.deep_sleep(max(1000, cfg["interval"] * 1000 - awake), wake)
