@@ -344,8 +344,8 @@ def test_ctrl_c_interrupts_running_code_with_keyboard_interrupt(board: VirtualBo
     read_until(console, b"started\r\n")
     console.write(b"\x03")
     reply = read_until(console, b"\x04>")
-    # The loop is interrupted on its `while` line or on its `pass` line.
-    assert re.fullmatch(rb'\x04Traceback \(most recent call last\):\r\n  File "<stdin>", line [23], in <module>\r\n'
+    # Where the interrupt lands (which line of the loop) is up to timing.
+    assert re.fullmatch(rb'\x04Traceback \(most recent call last\):\r\n  File "<stdin>", line \d+, in <module>\r\n'
                         rb"KeyboardInterrupt: \r\n\x04>", reply), reply
     # State survives an interrupt (no reset).
     console.write(b"print('still here')\x04")
