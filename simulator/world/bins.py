@@ -20,7 +20,7 @@ import math
 import random
 from dataclasses import dataclass
 
-from simulator.scenario import BinParams, Collection, Event
+from simulator.scenario import BIN_EVENTS, BinParams, Collection, Event
 from simulator.world import rng
 from simulator.world.battery import Battery
 from simulator.world.localtime import LocalTime, WeeklySchedule
@@ -109,13 +109,12 @@ class BinModel:
         self._sky = sky
         self._local = local
         self._truth = truth
-        r = rng.stream(seed, device_id, "bin")  # per-bin constants
+        r = rng.stream(seed, device_id, "bin")  # draws the per-bin constants below
         # one stream per process, so that how often the bin is sampled never reorders their draws
         self._r_collect = rng.stream(seed, device_id, "collection")
         self._r_fire = rng.stream(seed, device_id, "fire")
         self._r_tilt = rng.stream(seed, device_id, "tilt")
         self._r_lid = rng.stream(seed, device_id, "lid")
-        # per-bin constants
         per_day = params.fill_rate(use) * (0.6 + 0.8 * r.random())
         self._profile = PROFILES[use]  # relative rate by week hour, shared by all bins of a use
         self._scale = per_day / 86400.0  # fill per second at relative rate 1
@@ -142,7 +141,8 @@ class BinModel:
         self._fire_rate = params.fire_per_year / (365.25 * 86400.0)
         self._tilt_rate = params.tilt_per_day / 86400.0
         self._lid_rate = params.lid_per_day / 86400.0
-        self._scripted = sorted((e for e in events if e.device == device_id), key=lambda e: e.at)
+        self._scripted = sorted((e for e in events if e.device == device_id and e.kind in BIN_EVENTS),
+                                key=lambda e: e.at)
         self._fire_at = _next(self._r_fire, start, self._fire_rate)
         self._fire_start = _NEVER
         self._tilt_at = _next(self._r_tilt, start, self._tilt_rate)
