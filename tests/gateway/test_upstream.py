@@ -10,12 +10,15 @@ from pathlib import Path
 
 import pytest
 
+from gateway.metrics import Metrics
 from gateway.spool import Spool
+from gateway.spool.metrics import spool_collector
 from gateway.upstream import BatchConfig, RetryPolicy, SinkSpec, Upstream
 from gateway.upstream.batch import batch_key
 from gateway.upstream.httpclient import HttpEndpoint
 from gateway.upstream.http import HttpSink, HttpSinkConfig
 from gateway.upstream.jsonl import JsonlSink, JsonlSinkConfig
+from gateway.upstream.metrics import upstream_collector
 from tests.harness.platform import Answer, Platform
 from tests.harness.reports import bin_report
 from tests.harness.upstream import FAST_RETRY, delivered_all, eventually, open_spool, running
@@ -178,3 +181,24 @@ def test_sink_names_must_be_unique(tmp_path: Path) -> None:
     spec = http("same", "http://127.0.0.1:1", BatchConfig())
     with pytest.raises(ValueError, match="unique"):
         Upstream(None, [spec, http("same", "http://127.0.0.1:2", BatchConfig())])  # type: ignore[arg-type]
+
+
+async def test_metrics_are_scraped_from_spool_and_sink_state(spool: Spool) -> None:
+    metrics = Metrics()
+    metrics.register(spool_collector(spool))
+    for seq in range(1, 7):
+        await spool.submit(bin_report("bin-0042", 1, seq), RAW)
+    await spool.submit(bin_report("bin-0042", 1, 6), RAW)
+    async with Platform() as platform:
+        platform.answer(Answer(503))
+        async with running(spool, [http("h", platform.url, BatchConfig(max_records=8, window_s=0.01))]) as upstream:
+            metrics.register(upstream_collector(upstream))
+            await delivered_all(spool)
+            text = metrics.exposition().decode()
+    for line in ('kerbline_spool_stored_reports_total 6.0', 'kerbline_spool_duplicates_total 1.0',
+                 'kerbline_spool_purged_reports_total 6.0', 'kerbline_spool_reports{kind="routine"} 0.0',
+                 'kerbline_spool_degraded 0.0', 'kerbline_upstream_batches_total{sink="h"} 3.0',
+                 'kerbline_upstream_readings_total{sink="h"} 24.0', 'kerbline_upstream_retries_total{sink="h"} 1.0',
+                 'kerbline_upstream_lag{sink="h"} 0.0', 'kerbline_upstream_latency_seconds_count{sink="h"} 6.0',
+                 'kerbline_upstream_latency_seconds_bucket{le="+Inf",sink="h"} 6.0'):
+        assert line in text, line
