@@ -9,7 +9,7 @@ import json
 import gc
 from binascii import hexlify, unhexlify
 
-from kerbline.wire import command, cose, frame, report
+from kerbline.wire import command, cose, frame, report, report_parse
 from kerbline.wire.hmac256 import HmacKey
 from kerbline.wire.reject import Reject
 
@@ -42,7 +42,7 @@ def check_valid(case, keys):
         payload = report.encode(
             meaning["boot"], meaning["seq"], report_args(meaning), meaning.get("time"), meaning.get("uptime")
         )
-        parsed = report.parse(unhexlify(case["payload"]))
+        parsed = report_parse.parse(unhexlify(case["payload"]))
         if parsed != meaning:
             return "parsed meaning differs: %r" % (parsed,)
     else:
@@ -99,7 +99,7 @@ def receive(case, keys):
         if case.get("type", "report") == "command":
             command.parse(payload)
         else:
-            report.parse(payload)
+            report_parse.parse(payload)
     except Reject as e:
         return e.reason
     return "ok"

@@ -9,7 +9,7 @@
 import json
 
 from kerbline import config as _config
-from kerbline.wire import cose, report
+from kerbline.wire import cose, report_parse
 from kerbline.wire.hmac256 import HmacKey
 
 DEVICE = {"bin": "bin-0042", "light": "lamp-0117"}
@@ -54,7 +54,7 @@ class Gateway:
             return
         for boot, seq, alarm, message in self.queue.peek(4):
             _, payload = cose.verify(message, self._key, self.device)
-            meaning = report.parse(payload)
+            meaning = report_parse.parse(payload)
             meaning["alarm_flag"] = alarm
             print("R " + json.dumps(meaning))
             self.seen += 1

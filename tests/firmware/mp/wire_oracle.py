@@ -2,17 +2,18 @@
 
 One request per stdin line, one answer per stdout line; runs unchanged under MicroPython and CPython:
   build DEVICE KEYHEX JSON   -> "frame HEX": report JSON {boot, seq, time|uptime, records: [[n, v(, t)]]}
-  report KEYHEX DEVICE|- HEX -> "ok JSON" (the meaning) or "reject REASON": a serial frame (DEVICE "-")
+  report KEYHEX DEVICE|- HEX -> "ok JSON" (the meaning, streamed) or "reject REASON": a serial frame (DEVICE "-")
                                 or an MQTT message whose topic names DEVICE
   command DEVICE KEYHEX HEX  -> "ok JSON" ([cid, op, args]) or "reject REASON"
   cbor HEX                   -> "ok" or "reject REASON"
 Anything else the code raises is printed as "crash TYPE MESSAGE": a bug, never an answer.
 """
+import gc
 import sys
 import json
 from binascii import hexlify, unhexlify
 
-from kerbline.wire import cbor, command, cose, frame, report
+from kerbline.wire import cbor, command, cose, frame, report, report_parse
 from kerbline.wire.hmac256 import HmacKey
 from kerbline.wire.reject import Reject
 
@@ -49,7 +50,7 @@ def receive(key_hex, device, data_hex):
         message = data
         expected = device
     _, payload = cose.verify(message, lambda d: hmac_key, expected)
-    return "ok " + json.dumps(report.parse(payload))
+    return report_parse.parse(payload)
 
 
 def open_command(device, key_hex, data_hex):
@@ -79,10 +80,16 @@ while True:
         break
     try:
         reply = answer(line.strip())
+        if isinstance(reply, dict):  # a report's meaning: streamed, a 32-record JSON text is large for the heap
+            sys.stdout.write("ok ")
+            json.dump(reply, sys.stdout)
+            reply = ""
     except Reject as e:
         reply = "reject " + e.args[0]
     except Exception as e:
         reply = "crash %s %s" % (type(e).__name__, e)
+    line = None
+    gc.collect()  # as a device's main loop does between messages; keeps the 64 KB heap unfragmented
     sys.stdout.write(reply + "\n")
     try:
         sys.stdout.flush()
