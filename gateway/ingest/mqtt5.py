@@ -274,6 +274,11 @@ class MqttConnection(asyncio.Protocol):
         except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - closing: any end will do
             self.abort()
 
+    def pause_reading(self) -> None:
+        """Take no more packets (PUBACKs and other writes still go out): the first step of a drain."""
+        if self._transport is not None:
+            self._transport.pause_reading()
+
     def abort(self) -> None:
         """Drop the connection now, without DISCONNECT."""
         if self._transport is not None:

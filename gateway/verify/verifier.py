@@ -1,0 +1,107 @@
+"""Step 2 of the pipeline: every message is checked, refused with a reason, or handed to the spool.
+
+`check_mqtt` / `check_serial` run the wire checks in the documented order (size, envelope, kid vs topic
+on MQTT, registry, MAC in constant time, payload, shape) synchronously, in the link's read callback.
+A refusal is counted (`kerbline_rejected{reason, link}`), logged with the device it claims to come
+from (rate-limited, see rejections.py) and its raw bytes go to the quarantine.
+
+`store` settles the report's time (gateway.timebase), submits it to the spool and returns the spool's
+answer once the group commit is on disk: STORED and DUPLICATE may be acknowledged; None (spool full or
+failing) must not be. Dedup on (device, boot, seq) is the spool's, persisted with the reports in the
+same transaction, so a report resent after a gateway crash is recognised. A duplicate is counted
+under the reason `duplicate` but not quarantined: it is the normal outcome of at-least-once delivery.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from gateway.logging import fields
+from gateway.metrics import Metrics
+from gateway.registry import Registry
+from gateway.spool import Spool, SpoolError, SubmitResult
+from gateway.timebase import Timebase
+from gateway.verify.quarantine import Quarantine
+from gateway.verify.rejections import RejectionLog
+from gateway.wire import Reason, Rejected, Report, parse_report, verify
+
+log = logging.getLogger("gateway.verify")
+
+# observer(report, link, source, time_s, time_estimated, arrival_ns): called for every stored report
+Observer = Callable[[Report, str, str, float, bool, int], None]
+
+
+class Verifier:
+    def __init__(self, registry: Registry, spool: Spool, quarantine: Quarantine, metrics: Metrics,
+                 timebase: Timebase, rejections: RejectionLog, commit_delay_s: float = 0.0) -> None:
+        self.registry = registry
+        self.spool = spool
+        self.quarantine = quarantine
+        self.metrics = metrics
+        self.timebase = timebase
+        self.rejections = rejections
+        self.commit_delay_s = commit_delay_s
+        self.observers: list[Observer] = []
+        self._kid: str | None = None  # the kid the last check looked up (the claimed sender)
+
+    def _lookup(self, device_id: str) -> bytes | None:
+        self._kid = device_id
+        return self.registry.key(device_id)
+
+    def check_mqtt(self, message: bytes, topic_device: str, topic: str) -> Report | None:
+        """The report in a message published on `topic` (whose device level is `topic_device`), or None."""
+        self.metrics.received["mqtt"] += 1
+        self._kid = None
+        try:
+            device_id, payload = verify(message, self._lookup, topic_device)
+            return parse_report(payload, device_id)
+        except Rejected as rejection:
+            self.reject(rejection, "mqtt", topic, message, topic_device or self._kid)
+            return None
+
+    def check_serial(self, message: bytes, port: str) -> Report | None:
+        """The report in a message read from serial port `port`, or None (refused, already recorded)."""
+        self.metrics.received["serial"] += 1
+        self._kid = None
+        try:
+            device_id, payload = verify(message, self._lookup)
+            return parse_report(payload, device_id)
+        except Rejected as rejection:
+            self.reject(rejection, "serial", port, message, self._kid)
+            return None
+
+    def reject(self, rejection: Rejected, link: str, source: str, raw: bytes, device: str | None) -> None:
+        """Count, log and quarantine one refused message (also used for framing errors on serial)."""
+        reason = rejection.reason
+        self.metrics.reject(reason, link)
+        self.rejections.record(reason.value, device, link, source, rejection.detail)
+        self.quarantine.add(link, source, device, reason.value, rejection.detail, raw)
+
+    async def store(self, report: Report, raw: bytes, link: str, source: str, arrival_ns: int) -> SubmitResult | None:
+        """Commit `report`; STORED/DUPLICATE once it is durable, None when it was not stored."""
+        time_s, estimated = self.timebase.settle(report, arrival_ns)
+        if self.commit_delay_s:
+            await asyncio.sleep(self.commit_delay_s)
+        try:
+            result = await self.spool.submit(report, raw, arrival_ns=arrival_ns, time_s=time_s,
+                                             time_estimated=estimated)
+        except SpoolError as exc:
+            self.metrics.refused[link] += 1
+            log.error("report not stored", extra=fields(device=report.device, boot=report.boot, seq=report.seq,
+                                                        link=link, error=str(exc)))
+            return None
+        if result is SubmitResult.STORED:
+            self.metrics.stored[link] += 1
+            for observer in self.observers:
+                observer(report, link, source, time_s, estimated, arrival_ns)
+        elif result is SubmitResult.DUPLICATE:
+            self.metrics.reject(Reason.DUPLICATE, link)
+            self.rejections.record(Reason.DUPLICATE.value, report.device, link, source,
+                                   f"boot {report.boot} seq {report.seq} already stored", logging.INFO)
+        else:
+            self.metrics.refused[link] += 1
+            log.error("report refused: spool full of alarms", extra=fields(
+                device=report.device, boot=report.boot, seq=report.seq, link=link))
+            return None
+        return result
