@@ -54,7 +54,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         files = build(Path(tmp))
         codecs = [f for f in files if f.board_path.startswith("kerbline/wire/")]
-        print(f"wire codecs .mpy: {mpy_size(codecs)} bytes in {len(codecs)} files; whole firmware .mpy: {mpy_size(files)} bytes (budget 49152)")
+        print(f"wire codecs .mpy on a board: {mpy_size(codecs)} bytes in {len(codecs)} files; "
+              f"whole board firmware .mpy: {mpy_size(files)} bytes (budget 49152)")
         micropython = str(Path(sys.executable).with_name("micropython"))
         out = subprocess.run(
             [micropython, "-X", "heapsize=64k", "-c", f"import sys; sys.path.insert(0, {tmp!r})\n" + HEAP_SCRIPT],

@@ -58,7 +58,7 @@ def compiled_firmware() -> Path:
     from gateway.tools.firmware_build import build
 
     out = Path(tempfile.mkdtemp(prefix="kerbline-firmware-mpy-"))
-    build(out, FIRMWARE_DIR)
+    build(out, FIRMWARE_DIR, for_board=False)
     return out
 
 

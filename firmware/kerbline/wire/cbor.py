@@ -42,89 +42,152 @@ class Tag:
 
 # ---------------------------------------------------------------- encoding
 
-
-def head(major, n):
-    """The shortest head for major type `major` with argument `n` (also used to stream MAC input)."""
-    mt = major << 5
-    if n < 24:
-        return bytes((mt | n,))
-    if n < 0x100:
-        return bytes((mt | 24, n))
-    if n < 0x10000:
-        return struct.pack(">BH", mt | 25, n)
-    if n < 0x100000000:
-        return struct.pack(">BI", mt | 26, n)
-    return struct.pack(">BQ", mt | 27, n)
+MAX_ENCODED = const(1024)  # the contract's largest message
 
 
-def _float(out, x):
-    if x != x:
-        out.extend(b"\xf9\x7e\x00")
-        return
-    for fmt, lead in ((">e", 0xF9), (">f", 0xFA)):
-        try:
-            packed = struct.pack(fmt, x)
-        except OverflowError:  # CPython refuses to round to infinity; MicroPython rounds silently
-            continue
-        if struct.unpack(fmt, packed)[0] == x:
-            out.append(lead)
-            out.extend(packed)
+class Writer:
+    """Encodes into one buffer allocated once, so building a message leaves no garbage but its result.
+
+    Growing a bytearray piece by piece would reallocate it at every step and fragment a 64 KB heap.
+    """
+
+    def __init__(self, size=MAX_ENCODED):
+        self.buf = bytearray(size)
+        self.pos = 0
+
+    def reset(self):
+        self.pos = 0
+        return self
+
+    def byte(self, value):
+        if self.pos >= len(self.buf):
+            raise ValueError("cbor: larger than the buffer")
+        self.buf[self.pos] = value
+        self.pos += 1
+
+    def raw(self, data):
+        end = self.pos + len(data)
+        if end > len(self.buf):
+            raise ValueError("cbor: larger than the buffer")
+        self.buf[self.pos : end] = data
+        self.pos = end
+
+    def head(self, major, n):
+        """The shortest head for major type `major` with argument `n`."""
+        mt = major << 5
+        if n < 24:
+            self.byte(mt | n)
             return
-    out.append(0xFB)
-    out.extend(struct.pack(">d", x))
-
-
-def encode_into(out, obj):
-    """Append the deterministic encoding of `obj` to the bytearray `out`."""
-    if obj is False:
-        out.append(0xF4)
-    elif obj is True:
-        out.append(0xF5)
-    elif obj is None:
-        out.append(0xF6)
-    elif isinstance(obj, int):
-        if obj >= 0:
-            out.extend(head(_UINT, obj))
+        if n < 0x100:
+            self.byte(mt | 24)
+            width = 1
+        elif n < 0x10000:
+            self.byte(mt | 25)
+            width = 2
+        elif n < 0x100000000:
+            self.byte(mt | 26)
+            width = 4
         else:
-            out.extend(head(_NINT, -1 - obj))
-    elif isinstance(obj, float):
-        _float(out, obj)
-    elif isinstance(obj, str):
-        raw = obj.encode()
-        out.extend(head(_TEXT, len(raw)))
-        out.extend(raw)
-    elif isinstance(obj, (bytes, bytearray, memoryview)):
-        out.extend(head(_BYTES, len(obj)))
-        out.extend(obj)
-    elif isinstance(obj, (list, tuple)):
-        out.extend(head(_ARRAY, len(obj)))
-        for item in obj:
-            encode_into(out, item)
-    elif isinstance(obj, dict):
-        out.extend(head(_MAP, len(obj)))
-        pairs = []
-        for key in obj:
-            pairs.append((dumps(key), obj[key]))
-        pairs.sort(key=_first)
-        for key_bytes, value in pairs:
-            out.extend(key_bytes)
-            encode_into(out, value)
-    elif isinstance(obj, Tag):
-        out.extend(head(_TAG, obj.tag))
-        encode_into(out, obj.value)
-    else:
-        raise TypeError("cbor: cannot encode %s" % type(obj))
+            self.byte(mt | 27)
+            width = 8
+        for shift in range(8 * (width - 1), -1, -8):
+            self.byte((n >> shift) & 0xFF)
+
+    def float(self, x):
+        """The narrowest IEEE width that holds `x` exactly (NaN as the canonical float16 NaN)."""
+        if x != x:
+            self.raw(b"\xf9\x7e\x00")
+            return
+        for fmt, lead in ((">e", 0xF9), (">f", 0xFA)):
+            try:
+                packed = struct.pack(fmt, x)
+            except OverflowError:  # CPython refuses to round to infinity; MicroPython rounds silently
+                continue
+            if struct.unpack(fmt, packed)[0] == x:
+                self.byte(lead)
+                self.raw(packed)
+                return
+        self.byte(0xFB)
+        self.raw(struct.pack(">d", x))
+
+    def value(self, obj):
+        """Append the deterministic encoding of `obj`."""
+        if obj is False:
+            self.byte(0xF4)
+        elif obj is True:
+            self.byte(0xF5)
+        elif obj is None:
+            self.byte(0xF6)
+        elif isinstance(obj, int):
+            if obj >= 0:
+                self.head(_UINT, obj)
+            else:
+                self.head(_NINT, -1 - obj)
+        elif isinstance(obj, float):
+            self.float(obj)
+        elif isinstance(obj, str):
+            raw = obj.encode()
+            self.head(_TEXT, len(raw))
+            self.raw(raw)
+        elif isinstance(obj, (bytes, bytearray, memoryview)):
+            self.head(_BYTES, len(obj))
+            self.raw(obj)
+        elif isinstance(obj, (list, tuple)):
+            self.head(_ARRAY, len(obj))
+            for item in obj:
+                self.value(item)
+        elif isinstance(obj, dict):
+            # RFC 8949 4.2.1: keys in the bytewise order of their encodings
+            self.head(_MAP, len(obj))
+            pairs = []
+            for key in obj:
+                room = 9 + (len(key.encode()) if isinstance(key, str) else 0)  # head + text
+                pairs.append((Writer(room).reset_value(key), obj[key]))
+            pairs.sort(key=_first)
+            for key_bytes, item in pairs:
+                self.raw(key_bytes)
+                self.value(item)
+        elif isinstance(obj, Tag):
+            self.head(_TAG, obj.tag)
+            self.value(obj.value)
+        else:
+            raise TypeError("cbor: cannot encode %s" % type(obj))
+
+    def reset_value(self, obj):
+        """Encode `obj` alone and return its bytes (the one allocation a message costs)."""
+        self.pos = 0
+        self.value(obj)
+        return self.getvalue()
+
+    def getvalue(self):
+        return bytes(memoryview(self.buf)[: self.pos])
 
 
 def _first(pair):
     return pair[0]
 
 
+_shared = None
+
+
+def writer():
+    """The module's one reusable writer, reset; whoever takes it copies its result out before the next."""
+    global _shared
+    if _shared is None:
+        _shared = Writer()
+    return _shared.reset()
+
+
 def dumps(obj):
     """The deterministic CBOR encoding of `obj` as bytes."""
-    out = bytearray()
-    encode_into(out, obj)
-    return bytes(out)
+    return writer().reset_value(obj)
+
+
+def head(major, n):
+    """A head on its own, as bytes (for feeding a hash piece by piece)."""
+    w = Writer(9)
+    w.head(major, n)
+    return w.getvalue()
 
 
 # ---------------------------------------------------------------- decoding

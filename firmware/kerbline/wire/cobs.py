@@ -15,20 +15,23 @@ def max_encoded_len(n):
     return n + n // 254 + 1
 
 
-def encode(data):
-    """COBS-encode `data` (bytes-like) and return bytes without the trailing 0x00."""
+def encode_into(out, data, tail=b""):
+    """COBS-encode `data` then `tail` into the bytearray `out` (at least `max_encoded_len` long).
+
+    Returns the encoded length. `tail` lets a caller stuff a CRC after a message without joining them.
+    """
     n = len(data)
-    out = bytearray(max_encoded_len(n))
+    total = n + len(tail)
     code_at = 0
     o = 1
     code = 1
-    for i in range(n):
-        byte = data[i]
+    for i in range(total):
+        byte = data[i] if i < n else tail[i - n]
         if byte:
             out[o] = byte
             o += 1
             code += 1
-            if code == _FULL and i + 1 < n:
+            if code == _FULL and i + 1 < total:
                 out[code_at] = code
                 code_at = o
                 o += 1
@@ -39,7 +42,13 @@ def encode(data):
             o += 1
             code = 1
     out[code_at] = code
-    return bytes(memoryview(out)[:o])
+    return o
+
+
+def encode(data):
+    """COBS-encode `data` (bytes-like) and return bytes without the trailing 0x00."""
+    out = bytearray(max_encoded_len(len(data)))
+    return bytes(memoryview(out)[: encode_into(out, data)])
 
 
 def decode(data):

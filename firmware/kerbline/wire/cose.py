@@ -110,15 +110,17 @@ class Sealer:
     def seal(self, payload):
         """The COSE_Mac0 message carrying `payload`."""
         protected = self.protected
-        out = bytearray(_ENVELOPE_START)
-        out.extend(cbor.head(_BSTR, len(protected)))
-        out.extend(protected)
-        out.extend(_EMPTY_MAP)
-        out.extend(cbor.head(_BSTR, len(payload)))
-        out.extend(payload)
-        out.extend(_TAG_HEAD)
-        out.extend(mac(self.hmac_key, protected, payload))
-        return bytes(out)
+        tag = mac(self.hmac_key, protected, payload)
+        w = cbor.writer()
+        w.raw(_ENVELOPE_START)
+        w.head(_BSTR, len(protected))
+        w.raw(protected)
+        w.raw(_EMPTY_MAP)
+        w.head(_BSTR, len(payload))
+        w.raw(payload)
+        w.raw(_TAG_HEAD)
+        w.raw(tag)
+        return w.getvalue()
 
     def open(self, message):
         """Verify a message addressed to this device (a command) and return its payload."""

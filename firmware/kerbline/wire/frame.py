@@ -18,13 +18,14 @@ DELIMITER = b"\x00"
 
 
 def encode(message):
-    """The frame bytes for `message`, delimiter included."""
+    """The frame bytes for `message`, delimiter included: one working buffer, one result."""
     if len(message) > MAX_MESSAGE:
         raise ValueError("message too large")
-    body = bytearray(message)
-    body.extend(struct.pack(">H", crc16(message)))
-    encoded = cobs.encode(body)
-    return encoded + DELIMITER
+    crc = crc16(message)
+    out = bytearray(cobs.max_encoded_len(len(message) + _CRC_LEN) + 1)
+    end = cobs.encode_into(out, message, bytes((crc >> 8, crc & 0xFF)))
+    # out[end] is already 0x00: the delimiter
+    return bytes(memoryview(out)[: end + 1])
 
 
 def decode(body):

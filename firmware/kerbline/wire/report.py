@@ -67,22 +67,30 @@ def encode(boot, seq, records, time=None, uptime=None):
         raise ValueError("1 to 32 records")
     if time is None and uptime is None:
         raise ValueError("time or uptime needed")
-    out = bytearray(cbor.head(_MAP, 4 + (time is not None) + (uptime is not None)))
-    for key, value in ((K_VERSION, VERSION), (K_BOOT, boot), (K_SEQ, seq), (K_TIME, time), (K_UPTIME, uptime)):
-        if value is not None:
-            out.append(key)
-            out.extend(cbor.head(_UINT, value))
-    out.append(K_RECORDS)
-    out.extend(cbor.head(_ARRAY, len(records)))
+    w = cbor.writer()
+    w.head(_MAP, 4 + (time is not None) + (uptime is not None))
+    _put_uint(w, K_VERSION, VERSION)
+    _put_uint(w, K_BOOT, boot)
+    _put_uint(w, K_SEQ, seq)
+    _put_uint(w, K_TIME, time)
+    _put_uint(w, K_UPTIME, uptime)
+    w.byte(K_RECORDS)
+    w.head(_ARRAY, len(records))
     for record in records:
         offset = record[2] if len(record) > 2 else None
-        out.extend(cbor.head(_MAP, 2 if offset is None else 3))
-        out.append(L_NAME)
-        cbor.encode_into(out, record[0])
+        w.head(_MAP, 2 if offset is None else 3)
+        w.byte(L_NAME)
+        w.value(record[0])
         value = record[1]
-        out.append(_value_label(value))
-        cbor.encode_into(out, _number(value))
+        w.byte(_value_label(value))
+        w.value(_number(value))
         if offset is not None:
-            out.append(L_TIME)
-            cbor.encode_into(out, _number(offset))
-    return bytes(out)
+            w.byte(L_TIME)
+            w.value(_number(offset))
+    return w.getvalue()
+
+
+def _put_uint(w, key, value):
+    if value is not None:
+        w.byte(key)
+        w.head(_UINT, value)
