@@ -41,8 +41,8 @@ class ConfigError(ValueError):
 class GatewaySection:
     """Where the gateway keeps its state and finds its device registry."""
 
-    state_dir: Path = Path("kerbline-state")
-    registry: Path = Path("registry.toml")
+    state_dir: Path = Path("kerbline-state")  # relative paths are taken from the config file's folder
+    registry: Path = Path("kerbline-state/registry.toml")
     log_level: str = "info"
     # How often the registry file is checked for changes (the technician's tools add devices to it).
     registry_check_s: float = 5.0
@@ -191,8 +191,12 @@ def parse_config(data: Mapping[str, Any], base: Path, source: Path | None = None
     for key in data:
         if key not in known:
             raise ConfigError(key, f"unknown section (known: {', '.join(sorted(known))})")
-    gateway = _section(data, "gateway", GatewaySection, base)
+    gateway_table = dict(_table(data, "gateway"))
+    gateway_table.setdefault("state_dir", "kerbline-state")
+    gateway = _build(GatewaySection, gateway_table, "gateway", base)
     state_dir = gateway.state_dir
+    if "registry" not in gateway_table:  # beside the spool unless the config says otherwise
+        gateway = dataclasses.replace(gateway, registry=state_dir / "registry.toml")
     if gateway.log_level not in ("debug", "info", "warning", "error"):
         raise ConfigError("gateway.log_level", "must be one of debug, info, warning, error")
     mqtt = _section(data, "mqtt", MqttSection, base)

@@ -44,7 +44,11 @@ OPEN = (Status.QUEUED, Status.SENT)
 
 
 class CommandRefused(ValueError):
-    """The command cannot be accepted (bad op or args, or the device's command list is full)."""
+    """The command cannot be accepted: a bad op or args, or an unknown device."""
+
+
+class TooManyCommands(CommandRefused):
+    """The device already has its maximum of open commands."""
 
 
 @dataclass
@@ -93,7 +97,7 @@ class CommandBook:
         if len(entries) >= self.max_per_device:
             done = next((e for e in entries if e.status not in OPEN), None)
             if done is None:
-                raise CommandRefused(f"{device} already has {self.max_per_device} commands open")
+                raise TooManyCommands(f"{device} already has {self.max_per_device} commands open")
             entries.remove(done)
         entry = CommandEntry(next(self._ids), device, op, args, time.time())
         entries.append(entry)

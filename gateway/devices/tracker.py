@@ -117,6 +117,10 @@ class DeviceTracker:
         if self.commands.has_open(report.device):
             self._schedule_delivery(report.device)
 
+    def last_sources(self, link: str) -> dict[str, str]:
+        """{source: device} of the devices last seen on `link` (e.g. which device is behind a port)."""
+        return {st.source: st.id for st in self._states.values() if st.link == link and st.source}
+
     def on_state(self, device: str, state: str) -> None:
         """The device's retained MQTT `state` (online/offline)."""
         if device not in self.registry:

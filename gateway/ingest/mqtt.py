@@ -209,7 +209,10 @@ class MqttIngest:
 
     # --- commands -----------------------------------------------------------------------------
 
-    async def publish_command(self, device: str, message: bytes) -> None:
+    def reachable(self, device: str, source: str) -> bool:
+        return self.connected
+
+    async def send_command(self, device: str, source: str, message: bytes) -> None:
         """Publish a sealed command to the device's `down` topic at QoS 1; returns at the broker's PUBACK."""
         conn = self._conn
         if conn is None or not conn.is_open:

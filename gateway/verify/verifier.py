@@ -45,6 +45,11 @@ class Verifier:
         self.observers: list[Observer] = []
         self._kid: str | None = None  # the kid the last check looked up (the claimed sender)
 
+    @property
+    def last_kid(self) -> str | None:
+        """The device the last refused message named in its kid, if the checks got that far."""
+        return self._kid
+
     def _lookup(self, device_id: str) -> bytes | None:
         self._kid = device_id
         return self.registry.key(device_id)

@@ -15,10 +15,11 @@ Mirrors a real board's `pyexec` loop (facts from MicroPython's docs and its shar
   runs boot.py, then main.py only if the board was in the friendly REPL, like an ESP32's main loop.
   SystemExit from the REPL, boot.py or main.py soft-resets too. Hard reset (machine.reset(), power
   cycle): back to the friendly REPL, boot.py, main.py, banner.
-- While code runs, Ctrl-C interrupts it (SIGINT, see vm.py) and other input waits in a `RX_LIMIT`-byte
-  buffer, as in a UART's receive buffer, for the REPL to read when the code ends; bytes past the limit
-  are dropped and counted. The running code cannot read that input (its stdin is /dev/null), so tools
-  that talk to code through the console, such as `mpremote mount`, are not supported.
+- While code runs, Ctrl-C interrupts it (SIGINT, see vm.py; micropython.kbd_intr() changes or disables
+  the character) and other input goes to the code's stdin, as a UART's receive buffer would hold it:
+  input(), sys.stdin and `mpremote mount` read it there. Unread input waits in the stdin pipe (64 KiB)
+  and then in a `RX_LIMIT`-byte queue; bytes past that are dropped and counted. What the code has not
+  read when it ends goes to the REPL.
 - Output: every "\\n" the code prints leaves as "\\r\\n", as a board's cooked console does.
 
 Bounds: one piece of code (raw buffer, paste, friendly input) holds at most `max_code` bytes; past that
@@ -134,9 +135,11 @@ class BoardRepl:
 
     def _soft_reboot(self) -> None:
         self.stats["soft_reboots"] += 1
+        unread = self.vm.reclaim_input() if self.vm is not None else b""  # a soft reset keeps the UART
         self._stop_vm(keep_output=True)
         self._emit(SOFT_REBOOT)
         self._boot(self._cause)
+        self._feed_running(unread)
 
     def _stop_vm(self, keep_output: bool) -> None:
         if self.vm is None:
@@ -171,9 +174,10 @@ class BoardRepl:
             vm = self.vm
             if isinstance(event, Hello):
                 self.banner = event.banner
-            elif isinstance(event, Done):
+            elif isinstance(event, Done) and vm is not None:
                 self._crashes = 0
-                self._emit(cooked(vm.drain_output()) if vm else b"")
+                self._emit(cooked(vm.drain_output()))
+                self._rx[:0] = vm.reclaim_input()
                 self._done(event)
             elif isinstance(event, ResetRequested):
                 self._hard_reset(SOFT_RESET)  # ESP32: machine.reset() -> reset_cause() == SOFT_RESET
@@ -206,7 +210,8 @@ class BoardRepl:
                 self.vm.submit(RUN_FILE, self._boot_file)  # type: ignore[union-attr]
             else:
                 self._emit(RAW_BANNER + b">" if self.raw else self._friendly_banner() + PS1)
-                self._idle()
+                self._set_phase(Phase.IDLE)
+            self._resume_input()
             return
         if self._framed:
             self._emit(b"\x04" + cooked(event.traceback) + b"\x04")
@@ -214,16 +219,22 @@ class BoardRepl:
             self._emit(cooked(event.traceback))
         if event.system_exit:
             self._soft_reboot()
-            return
-        self._emit(b">" if self.raw else PS1)
-        self._idle()
+        else:
+            self._emit(b">" if self.raw else PS1)
+            self._set_phase(Phase.IDLE)
+        self._resume_input()
 
     def _friendly_banner(self) -> bytes:
         return self.banner.encode() + b"\r\nType \"help()\" for more information.\r\n"
 
-    def _idle(self) -> None:
-        self._set_phase(Phase.IDLE)
-        self._pump()
+    def _resume_input(self) -> None:
+        """After a run: the REPL reads what is waiting, or the next boot file gets it as its stdin."""
+        if self._consuming():
+            self._pump()
+        else:
+            data = bytes(self._rx)
+            self._rx.clear()
+            self._feed_running(data)
 
     def _set_phase(self, phase: Phase) -> None:
         self.phase = phase
@@ -241,19 +252,21 @@ class BoardRepl:
             return
         if self._consuming():
             self._rx += data
+            self._pump()
         else:
-            # Code runs: Ctrl-C interrupts it at once, the rest waits for the REPL.
-            interrupted = CTRL_C in data
-            kept = data.replace(b"\x03", b"") if interrupted else data
-            room = max(0, RX_LIMIT - len(self._rx))
-            if len(kept) > room:
-                self.stats["rx_dropped"] += len(kept) - room
-                kept = kept[:room]
-            self._rx += kept
-            if interrupted:
-                self._interrupt()
+            self._feed_running(data)
+
+    def _feed_running(self, data: bytes) -> None:
+        """Input while code runs: the interrupt character interrupts it, the rest is the code's stdin."""
+        if not data or self.vm is None:
             return
-        self._pump()
+        char = self.vm.interrupt_char
+        interrupted = char >= 0 and char in data
+        if interrupted:
+            data = data.replace(bytes((char,)), b"")
+        self.stats["rx_dropped"] += self.vm.feed_input(data)
+        if interrupted:
+            self._interrupt()
 
     def _consuming(self) -> bool:
         return self.phase in (Phase.IDLE, Phase.RAW_PASTE, Phase.PASTE)
@@ -272,14 +285,9 @@ class BoardRepl:
                 continue
             self._byte(data[i])
             i += 1
-        rest = data[i:]
-        if CTRL_C in rest and self.phase in (Phase.BOOT, Phase.RUN):
-            rest = rest.replace(b"\x03", b"")
-            self._interrupt()
-        if len(rest) > RX_LIMIT:
-            self.stats["rx_dropped"] += len(rest) - RX_LIMIT
-            rest = rest[:RX_LIMIT]
-        self._rx[:] = rest
+        self._rx.clear()
+        if self.phase is not Phase.HALTED:
+            self._feed_running(data[i:])  # what came after the code is the code's input
 
     def _byte(self, c: int) -> None:
         if self.phase is Phase.PASTE:

@@ -21,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 
 from simulator.board.pty_port import PtyPort
-from simulator.board.repl import MAX_CODE, BoardRepl, Phase
+from simulator.board.repl import MAX_CODE, RX_LIMIT, BoardRepl, Phase
 from simulator.board.vm import PWRON_RESET, MicroPythonVM, micropython_binary
 
 log = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ class VirtualBoard:
 
     def _spawn(self, reset_cause: int) -> MicroPythonVM:
         self._boot_count += 1
-        return MicroPythonVM(self.flash_dir, self.heap, reset_cause, self.micropython)
+        return MicroPythonVM(self.flash_dir, self.heap, reset_cause, self.micropython, RX_LIMIT)
 
     def _note_phase(self, phase: Phase) -> None:
         with self._phase_changed:
@@ -165,9 +165,22 @@ class VirtualBoard:
                 poller.register(vm.output_fd, select.POLLIN)
             if vm.wants_write():
                 poller.register(vm.code_fd, select.POLLOUT)
+            if vm.wants_input_write():
+                poller.register(vm.stdin_fd, select.POLLOUT)
         ready = dict(poller.poll(None if listener else UNPLUGGED_RECHECK_MS))
         if self._wake_r in ready and not self._run_commands(repl):
             return False
+        # The VM before the host: a kbd_intr() change must be known before the input that follows it.
+        # A reset replaces the VM and closes the old pipes: their fds in `ready` are then stale.
+        if vm is not None and repl.vm is vm:
+            if vm.code_fd in ready:
+                vm.flush_code()
+            if vm.stdin_fd in ready:
+                vm.flush_input()
+            if vm.output_fd in ready:
+                repl.on_output(vm.read_output())
+            if vm.control_fd in ready:
+                repl.on_events(vm.read_events())
         if listener and port.master_fd in ready:
             if ready[port.master_fd] & select.POLLOUT:
                 port.flush()
@@ -175,14 +188,6 @@ class VirtualBoard:
                 data = port.read()
                 if data:
                     repl.receive(data)
-        # A reset above replaces the VM and closes the old pipes: their fds in `ready` are stale.
-        if vm is not None and repl.vm is vm:
-            if vm.code_fd in ready:
-                vm.flush_code()
-            if vm.output_fd in ready:
-                repl.on_output(vm.read_output())
-            if vm.control_fd in ready:
-                repl.on_events(vm.read_events())
         return True
 
     def _run_commands(self, repl: BoardRepl) -> bool:

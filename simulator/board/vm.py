@@ -5,20 +5,27 @@ its globals is there for the next piece, as on a real board. This module speaks 
 protocol (described at the top of `mpy/vboard_driver.py`) and nothing else: what the code means for the
 REPL is `repl.py`'s business.
 
-Ctrl-C is SIGINT, which the unix port turns into KeyboardInterrupt. Two rules keep it from hitting the
-wrong place: it is sent only while a piece of code runs (after the driver's "started" frame; one that
+The process's stdin is a pipe: what the host types while code runs is written there, so the code can
+read it (input(), sys.stdin, `mpremote mount`), and what the code did not read is taken back for the
+REPL when the code ends (`reclaim_input()`), as a board's REPL reads what is left in its UART buffer.
+
+Ctrl-C is SIGINT, which the unix port turns into KeyboardInterrupt, unless the code turned it off with
+micropython.kbd_intr(-1) or chose another character (reported by the driver: `interrupt_char`). Two rules keep it from
+hitting the wrong place: it is sent only while a piece of code runs (after the driver's "started" frame; one that
 comes earlier waits for it), and at most once per `SIGINT_SPACING` seconds, because the unix port exits
 outright on a second SIGINT that arrives before it has handled the first.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
 import struct
 import subprocess
 import sys
+import termios
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,12 +43,15 @@ HELLO = ord("H")
 STARTED = ord("A")
 DONE = ord("D")
 RESET = ord("R")
+KBD_INTR = ord("K")
 
 CODE_HEADER = struct.Struct("<BHI")
 CTL_HEADER = struct.Struct("<BHBH")
 FLAG_SYSTEM_EXIT = 0x01
+CHAR_CTRL_C = 3
 SIGINT_SPACING = 0.25
 READ_CHUNK = 65536
+STDIN_PIPE_SIZE = 65536  # set explicitly, so the input bound is the same on every machine
 
 # machine.reset_cause() values (ESP32).
 PWRON_RESET = 1
@@ -109,7 +119,13 @@ class MicroPythonVM:
     they are ready.
     """
 
-    def __init__(self, flash_dir: Path, heap: str, reset_cause: int, micropython: Path) -> None:
+    def __init__(self, flash_dir: Path, heap: str, reset_cause: int, micropython: Path,
+                 input_limit: int) -> None:
+        self.input_limit = input_limit
+        # The board keeps the read end too, to take back unread input; it stays blocking (the flag would
+        # be shared with the process) and is read only for what FIONREAD says is there.
+        self._stdin_r, self.stdin_fd = os.pipe()
+        fcntl.fcntl(self.stdin_fd, fcntl.F_SETPIPE_SZ, STDIN_PIPE_SIZE)
         code_r, self.code_fd = os.pipe()
         self.control_fd, ctl_w = os.pipe()
         self.output_fd, out_w = os.pipe()
@@ -125,14 +141,15 @@ class MicroPythonVM:
             # Own session: a Ctrl-C typed at the terminal that runs the board must not reach the VM.
             self.process = subprocess.Popen(
                 [str(micropython), "-X", f"heapsize={heap}", str(DRIVER)],
-                stdin=subprocess.DEVNULL, stdout=out_w, stderr=out_w, pass_fds=(code_r, ctl_w),
+                stdin=self._stdin_r, stdout=out_w, stderr=out_w, pass_fds=(code_r, ctl_w),
                 env=env, cwd=str(flash_dir), start_new_session=True)
         finally:
             for fd in (code_r, ctl_w, out_w):
                 os.close(fd)
-        for fd in (self.code_fd, self.control_fd, self.output_fd):
+        for fd in (self.code_fd, self.control_fd, self.output_fd, self.stdin_fd):
             os.set_blocking(fd, False)
         self._code_out = bytearray()
+        self._input_out = bytearray()
         self._ctl_in = bytearray()
         self._seq = 0
         self._running: int | None = None  # seq submitted and not yet done
@@ -141,6 +158,7 @@ class MicroPythonVM:
         self._last_sigint = -SIGINT_SPACING
         self._closed = False
         self.output_open = True
+        self.interrupt_char = CHAR_CTRL_C
 
     # -- code to the driver ------------------------------------------------------------------------
 
@@ -150,6 +168,7 @@ class MicroPythonVM:
         self._running = self._seq
         self._started = False
         self._interrupt_waiting = False
+        self.interrupt_char = CHAR_CTRL_C  # each run starts with Ctrl-C enabled, as pyexec does
         self._code_out += CODE_HEADER.pack(kind, self._seq, len(payload)) + payload
         self.flush_code()
         return self._seq
@@ -171,6 +190,39 @@ class MicroPythonVM:
     @property
     def running(self) -> bool:
         return self._running is not None
+
+    def feed_input(self, data: bytes) -> int:
+        """Give host input to the code's stdin; returns how many bytes were dropped.
+
+        The pipe takes what fits (`STDIN_PIPE_SIZE`); the rest waits here, up to `input_limit` bytes, for
+        the code to read (the loop calls `flush_input()` when the pipe has room); past that, dropped.
+        """
+        room = max(0, self.input_limit - len(self._input_out))
+        self._input_out += data[:room]
+        self.flush_input()
+        return max(0, len(data) - room)
+
+    def wants_input_write(self) -> bool:
+        return bool(self._input_out)
+
+    def flush_input(self) -> None:
+        while self._input_out:
+            try:
+                written = os.write(self.stdin_fd, self._input_out)
+            except BlockingIOError:
+                return
+            except BrokenPipeError:
+                self._input_out.clear()
+                return
+            del self._input_out[:written]
+
+    def reclaim_input(self) -> bytes:
+        """Take back the input the code did not read; only while no code runs (nobody else reads it)."""
+        waiting = struct.unpack("i", fcntl.ioctl(self._stdin_r, termios.FIONREAD, b"\0\0\0\0"))[0]
+        unread = os.read(self._stdin_r, waiting) if waiting else b""
+        unread += self._input_out
+        self._input_out.clear()
+        return unread
 
     def interrupt(self) -> None:
         """Ctrl-C: KeyboardInterrupt in the running code (or as soon as it starts); ignored when idle."""
@@ -240,6 +292,9 @@ class MicroPythonVM:
             return Hello(payload.decode("utf-8", "replace"))
         if kind == RESET:
             return ResetRequested()
+        if kind == KBD_INTR:
+            self.interrupt_char = -1 if flags == 0xFF else flags
+            return None
         if seq != self._running:
             return None  # a repeat of a frame for code that already finished (see vboard_driver._finish)
         if kind == STARTED:
@@ -271,5 +326,5 @@ class MicroPythonVM:
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait()
-        for fd in (self.code_fd, self.control_fd, self.output_fd):
+        for fd in (self.code_fd, self.control_fd, self.output_fd, self.stdin_fd, self._stdin_r):
             os.close(fd)

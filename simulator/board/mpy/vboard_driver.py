@@ -12,8 +12,10 @@
 #   kind(1) seq(u16 LE) flags(1) length(u16 LE) payload
 #   b"H": hello, payload is the banner text; b"A": code `seq` starts running (Ctrl-C may be sent now);
 #   b"D": code `seq` finished, flags bit 0 = it raised SystemExit (the board soft-reboots), payload is
-#   the traceback text (empty when none); b"R": machine.reset() was called (sent by vboard_machine).
-# Everything the code prints goes to this process's stdout, which the board forwards to the serial port.
+#   the traceback text (empty when none); b"R": machine.reset() was called (sent by vboard_machine);
+#   b"K": micropython.kbd_intr(c) was called, flags = c & 0xFF (sent by vboard_micropython).
+# Everything the code prints goes to this process's stdout, which the board forwards to the serial port;
+# what the host types while code runs arrives on stdin.
 # A done frame is written only after all output of that code, so the board can frame the two sections.
 #
 # Ctrl-C arrives as SIGINT and becomes KeyboardInterrupt. The board sends it only between "A" and "D";
@@ -210,9 +212,12 @@ def _main():
     src = open("/proc/self/fd/" + os.getenv("VBOARD_CODE_FD"), "rb")
     ctl = open("/proc/self/fd/" + os.getenv("VBOARD_CTL_FD"), "wb")
     import vboard_machine
+    import vboard_micropython
 
     vboard_machine._attach(ctl, int(os.getenv("VBOARD_RESET_CAUSE")))
+    vboard_micropython._attach(ctl)
     sys.modules["machine"] = vboard_machine
+    sys.modules["micropython"] = vboard_micropython
     # The board's flash directory becomes the whole filesystem, as littlefs is on an ESP32.
     vfs.umount("/")
     vfs.mount(_Flash(os.getenv("VBOARD_ROOT")), "/")

@@ -1,0 +1,125 @@
+"""The systemd watchdog: `WATCHDOG=1` only while every stage of the gateway makes progress.
+
+A process that is alive is not necessarily working: a batcher stuck on a hung write, or a serial
+reader whose task died, leave the event loop spinning happily. So the ping is earned, not automatic.
+Each stage keeps a monotonic progress stamp that it moves whenever it gets through a round of work or,
+idle, through a round of waiting (see the service's liveness hook); every half watchdog interval this
+module reads the stamps and pings only if none is older than `stall_after_s` (by default the watchdog
+interval itself). The pinger is a task on the event loop, so a blocked loop stops the pings too.
+
+A stalled stage is named in a log line and in `STATUS=` (which `systemctl status` shows); systemd then
+kills the gateway at `WatchdogSec` after the last ping and `Restart=on-failure` starts it again. A stage
+that recovers before that earns the pings back.
+
+Every round also sends `STATUS=` with what `status()` says (backlog, link states), so the supervisor's
+view is at most one round old.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from gateway.logging import fields
+from gateway.sdnotify import Notifier, watchdog_interval
+
+log = logging.getLogger("gateway.watchdog")
+
+# How often STATUS= is refreshed when systemd set no watchdog (there is no ping cadence to follow).
+STATUS_EVERY_S = 5.0
+# A stage may stay still this long when there is no watchdog interval to derive the bound from.
+DEFAULT_STALL_AFTER_S = 60.0
+
+# stage name -> monotonic time of its last progress
+Progress = Callable[[], Mapping[str, float]]
+
+
+@dataclass(frozen=True)
+class Stall:
+    stage: str
+    idle_s: float
+
+
+class Watchdog:
+    """Pings systemd's watchdog while every stage makes progress, and keeps `STATUS=` current."""
+
+    def __init__(self, notifier: Notifier, progress: Progress, status: Callable[[], str], *,
+                 interval_s: float | None, stall_after_s: float | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.notifier = notifier
+        self.progress = progress
+        self.status = status
+        self.interval_s = interval_s
+        self.stall_after_s = stall_after_s or interval_s or DEFAULT_STALL_AFTER_S
+        # systemd's advice: ping at half the timeout, so one late round is not yet fatal
+        self.period_s = interval_s / 2 if interval_s else STATUS_EVERY_S
+        self.pings = 0
+        self._clock = clock
+        self._stalled: frozenset[str] = frozenset()
+        self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def from_environment(cls, progress: Progress, status: Callable[[], str], *,
+                         stall_after_s: float | None = None, environ: Mapping[str, str] | None = None) -> Watchdog:
+        """A watchdog on `NOTIFY_SOCKET` with systemd's `WATCHDOG_USEC` (either may be absent)."""
+        return cls(Notifier.from_environment(environ), progress, status,
+                   interval_s=watchdog_interval(environ), stall_after_s=stall_after_s)
+
+    def stalls(self) -> list[Stall]:
+        """The stages whose last progress is older than `stall_after_s`, most idle first."""
+        now = self._clock()
+        found = [Stall(stage, now - stamp) for stage, stamp in self.progress().items()
+                 if now - stamp > self.stall_after_s]
+        return sorted(found, key=lambda s: -s.idle_s)
+
+    def tick(self) -> bool:
+        """One round: STATUS=, plus WATCHDOG=1 when no stage is stalled. True when it pinged."""
+        stalls = self.stalls()
+        self._log_changes(stalls)
+        status = self.status()
+        if stalls:
+            named = ", ".join(f"{s.stage} {s.idle_s:.0f} s" for s in stalls)
+            self.notifier.status(f"stalled: {named}; {status}")
+            return False
+        if self.interval_s is None:
+            self.notifier.status(status)
+            return False
+        self.notifier.watchdog(status)
+        self.pings += 1
+        return True
+
+    def _log_changes(self, stalls: list[Stall]) -> None:
+        stalled = frozenset(s.stage for s in stalls)
+        for s in stalls:
+            if s.stage not in self._stalled:
+                log.error("stage made no progress; watchdog pings stop, so systemd restarts the gateway",
+                          extra=fields(stage=s.stage, idle_s=round(s.idle_s, 1), watchdog_s=self.interval_s))
+        for stage in sorted(self._stalled - stalled):
+            log.warning("stage moving again; watchdog pings resume", extra=fields(stage=stage))
+        self._stalled = stalled
+
+    def ready(self) -> None:
+        """READY=1 (the spool is open and ingest runs), then a round every `period_s` until `stopping`."""
+        self.notifier.ready(self.status())
+        if self.notifier.enabled and self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="watchdog")
+
+    async def _run(self) -> None:
+        while True:
+            self.tick()
+            await asyncio.sleep(self.period_s)
+
+    def stopping(self, status: str = "stopping: draining") -> None:
+        """STOPPING=1 and no more pings: the shutdown runs under TimeoutStopSec, not the watchdog."""
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        self.notifier.stopping(status)
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        self.notifier.close()
