@@ -10,13 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import CollectorRegistry, Counter, disable_created_metrics, generate_latest
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from gateway.wire import Reason
 
 LINKS = ("mqtt", "serial")
+# `*_created` timestamp series double the output and tell an operator nothing here.
+disable_created_metrics()
 
 
 class _Callback(Collector):
@@ -31,7 +33,7 @@ class Metrics:
     """The gateway's metrics registry and its hot-path counters."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry = CollectorRegistry()
         self.rejected = Counter("kerbline_rejected", "Messages refused, by reason and link", ["reason", "link"],
                                 registry=self.registry)
         for reason in Reason:

@@ -89,6 +89,7 @@ class MqttIngest:
         self.connects = 0
         self.last_error: str | None = None
         self.unacked_failures = 0
+        self.subscribed = asyncio.Event()  # set while connected and subscribed
 
     @property
     def connected(self) -> bool:
@@ -127,6 +128,7 @@ class MqttIngest:
             conn.abort()
             raise
         self._conn = conn
+        self.subscribed.set()
         self.connects += 1
         self.last_error = None
         log.info("broker connected", extra=fields(broker=f"{c.host}:{c.port}", client_id=self.client_id,
@@ -152,6 +154,7 @@ class MqttIngest:
             redeliver.cancel()
         if self._conn is conn:
             self._conn = None
+            self.subscribed.clear()
         if not self._stopping:
             self.last_error = conn.close_reason
             log.warning("broker connection lost", extra=fields(error=conn.close_reason))
