@@ -3,6 +3,7 @@
 See `virtual_board.VirtualBoard` (and `python -m simulator.board --flash DIR`).
 """
 
+from simulator.board.repl import Phase
 from simulator.board.virtual_board import VirtualBoard
 
-__all__ = ["VirtualBoard"]
+__all__ = ["Phase", "VirtualBoard"]

@@ -84,7 +84,11 @@ class VirtualBoard:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         self._repl = BoardRepl(self._spawn, self._port.write, self._note_phase, self.max_code)
-        self._repl.power_on(PWRON_RESET)
+        try:
+            self._repl.power_on(PWRON_RESET)
+        except BaseException:  # e.g. no micropython launcher: leave nothing open behind
+            self._close_handles()
+            raise
         self._thread = threading.Thread(target=self._loop, name=f"vboard {self._port.path}", daemon=True)
         self._thread.start()
 
@@ -92,11 +96,16 @@ class VirtualBoard:
         """Power off: kill the VM, close the port. The flash directory is left as it is."""
         if self._thread is None:
             return
-        self._command("stop")
-        self._thread.join(timeout=10)
+        if self._thread.is_alive():  # a loop that failed has already shut the VM down (and logged why)
+            self._command("stop")
+            self._thread.join(timeout=10)
         self._thread = None
+        self._close_handles()
+
+    def _close_handles(self) -> None:
         for fd in (self._wake_r, self._wake_w):
             os.close(fd)
+        self._wake_r, self._wake_w = -1, -1
         if self._port is not None:
             self._port.close()
             self._port = None

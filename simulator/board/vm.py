@@ -143,6 +143,10 @@ class MicroPythonVM:
                 [str(micropython), "-X", f"heapsize={heap}", str(DRIVER)],
                 stdin=self._stdin_r, stdout=out_w, stderr=out_w, pass_fds=(code_r, ctl_w),
                 env=env, cwd=str(flash_dir), start_new_session=True)
+        except BaseException:
+            for fd in (self.code_fd, self.control_fd, self.output_fd, self.stdin_fd, self._stdin_r):
+                os.close(fd)
+            raise
         finally:
             for fd in (code_r, ctl_w, out_w):
                 os.close(fd)

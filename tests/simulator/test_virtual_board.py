@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -49,7 +49,7 @@ def read_until(port: serial.Serial, marker: bytes, timeout: float = 5.0) -> byte
     return data
 
 
-def wait_for(condition, timeout: float = BOOT_TIMEOUT) -> None:
+def wait_for(condition: Callable[[], bool], timeout: float = BOOT_TIMEOUT) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
@@ -363,6 +363,11 @@ def test_running_code_reads_console_input_and_the_rest_goes_to_the_repl(board: V
     assert read_until(console, b"\x04>").endswith(b"hi ada\r\n\x04\x04>")
     # What input() did not read was not lost: the raw REPL took it as its next code.
     assert read_until(console, b"\x04>") == b"OKleft for the REPL\r\n\x04\x04>"
+    # Code waiting for input is interrupted by Ctrl-C like any other.
+    console.write(b"input()\x04")
+    read_until(console, b"OK")
+    console.write(b"\x03")
+    assert read_until(console, b"\x04>").endswith(b"KeyboardInterrupt: \r\n\x04>")
 
 
 def test_unread_input_is_bounded_and_the_excess_counted(board: VirtualBoard, flash: Path,
@@ -438,6 +443,13 @@ def test_board_halts_after_repeated_crashes_until_power_cycled(flash: Path) -> N
         board.power_cycle()
         assert board.wait_for_prompt(BOOT_TIMEOUT)
         assert mpremote(board, "eval", "'alive'").stdout.strip() == "alive"
+
+
+def test_missing_launcher_fails_at_start_and_leaves_nothing_open(flash: Path) -> None:
+    fds_before = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(FileNotFoundError):
+        VirtualBoard(flash, micropython="/nonexistent/micropython").start()
+    assert len(os.listdir("/proc/self/fd")) == fds_before
 
 
 # -- command line ----------------------------------------------------------------------------------------
