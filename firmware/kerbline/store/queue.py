@@ -230,22 +230,19 @@ class FlashQueue:
             self._fs.remove(self.path)  # one atomic step, and an idle queue holds no flash
             self._empty()
             return
-        if self.bytes_used + HEADER > self.max_bytes:
-            self._apply(kind, b, s, n)
-            self._compact(0)  # no room for the ack record: drop the acked reports instead
-            return
-        self._seal_header(kind, 0, b, s, None)
-        self._write(self._hdr, None)
-        self.bytes_used += HEADER
-        self._apply(kind, b, s, n)
-        self._head = head
-
-    def _apply(self, kind, b, s, n):
+        room = self.bytes_used + HEADER <= self.max_bytes
+        if room:
+            self._seal_header(kind, 0, b, s, None)
+            self._write(self._hdr, None)
+            self.bytes_used += HEADER
         if kind == K_UPTO:
             self._raise_watermark(b, s)
         else:
             self._one.append((b, s))
         self._count -= n
+        self._head = head
+        if not room:
+            self._compact(0)  # no room for the ack record: drop the acked reports instead
 
     def _empty(self):
         self._one = []
@@ -311,25 +308,11 @@ class FlashQueue:
                 return _TORN if stop == end else _DAMAGED
         return flags, length, boot, seq
 
-    def _next_magic(self, f, p, end):
-        mv = memoryview(self._buf)
-        while p < end:
-            k = min(end - p, _CHUNK)
-            f.seek(p)
-            got = f.readinto(mv[:k])
-            if not got:
-                break
-            for i in range(got):
-                if mv[i] == _MAGIC:
-                    return p + i
-            p += got
-        return end
-
     def _records(self, f, p, end):
         """Yield (offset, flags, length, boot, seq) of each sound record from `p`.
 
-        A torn tail ends the walk; damage is skipped up to the next magic byte that starts a sound
-        record. Each torn tail or damaged stretch adds one to `_bad`."""
+        A torn tail ends the walk; damage is skipped byte by byte up to the next sound record (rare, so
+        slow is fine). Each torn tail or damaged stretch adds one to `_bad`."""
         check = False
         sound = True
         while p < end:
@@ -341,7 +324,7 @@ class FlashQueue:
                 if fields == _TORN:
                     return
                 check = True  # after damage, believe no header without its CRC
-                p = self._next_magic(f, p + 1, end)
+                p += 1
                 continue
             sound = True
             flags, length, boot, seq = fields
