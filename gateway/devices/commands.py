@@ -104,8 +104,13 @@ class CommandBook:
         return entry
 
     def open(self, device: str) -> list[CommandEntry]:
-        """Commands to (re)send now: queued ones, and sent ones without effect yet."""
+        """Queued commands, and sent ones without effect yet."""
         return [e for e in self._by_device.get(device, ()) if e.status in OPEN]
+
+    def due(self, device: str, resend: bool) -> list[CommandEntry]:
+        """Commands to write now: the queued ones, plus (after a report showed no effect) the sent ones."""
+        return [e for e in self._by_device.get(device, ())
+                if e.status is Status.QUEUED or (resend and e.status is Status.SENT)]
 
     def has_open(self, device: str) -> bool:
         return any(e.status in OPEN for e in self._by_device.get(device, ()))
@@ -121,8 +126,8 @@ class CommandBook:
         entry.sends += 1
         entry.sent_at = time.time()
         entry.link = link
-        if entry.status is Status.QUEUED:
-            entry.status = Status.SENT
+        entry.status = Status.SENT
+        if entry.boot_at_send is None:  # unknown at the first send (device not seen yet): the next send's
             entry.boot_at_send = boot
 
     def _finish(self, entry: CommandEntry, status: Status, error: str | None = None) -> None:

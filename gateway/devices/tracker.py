@@ -115,7 +115,7 @@ class DeviceTracker:
             log.info("device reporting again", extra=fields(device=report.device, link=link))
         self.commands.observe(report, arrival, self.timebase.is_sane(report.time, arrival))
         if self.commands.has_open(report.device):
-            self._schedule_delivery(report.device)
+            self._schedule_delivery(report.device, resend=True)
 
     def last_sources(self, link: str) -> dict[str, str]:
         """{source: device} of the devices last seen on `link` (e.g. which device is behind a port)."""
@@ -262,22 +262,23 @@ class DeviceTracker:
             return False
         return link.reachable(device, source)
 
-    def _schedule_delivery(self, device: str) -> None:
+    def _schedule_delivery(self, device: str, resend: bool = False) -> None:
+        """Write the device's due commands; `resend` (after a report) includes sent ones without effect."""
         if device in self._delivering:
             return
         self._delivering.add(device)
-        task = asyncio.get_running_loop().create_task(self._deliver(device))
+        task = asyncio.get_running_loop().create_task(self._deliver(device, resend))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _deliver(self, device: str) -> None:
+    async def _deliver(self, device: str, resend: bool) -> None:
         try:
             route = self._route(device)
             entry_key = self.registry.get(device)
             if route is None or entry_key is None:
                 return
             link, name, source = route
-            for entry in self.commands.open(device):
+            for entry in self.commands.due(device, resend):
                 if entry.message is None or entry.op == "time":  # a resent `time` carries the clock of now
                     entry.message = seal_command(device, entry_key.key.bytes,
                                                  self.commands.to_wire(entry, self.cids.next(device)))
