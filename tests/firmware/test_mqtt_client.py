@@ -564,6 +564,13 @@ def test_backoff_doubles_with_jitter_up_to_the_cap() -> None:
         now += wait
 
 
+def test_attempt_failing_before_a_socket_exists_backs_off_too() -> None:
+    client = Client(DEV, "127.0.0.1", "no-such-service")  # getaddrinfo fails: no socket is made
+    client.poll(0)
+    assert isinstance(client.error, OSError) and not client.connected
+    assert 500 <= client.next_retry_ms(0) <= 1000
+
+
 def test_backoff_jitter_spreads_a_fleet() -> None:
     port = free_port()
     waits = set()

@@ -213,7 +213,7 @@ class Client:
             elif self._st == _UP:
                 self._timers(now)
         except Exception as e:
-            if self._s:  # else a callback's publish already failed the connection: this is its echo
+            if self._st >= _WAIT:  # else a callback's publish or close() already ended the connection
                 self._fail(e)
 
     def publish(self, payload, qos=1):
