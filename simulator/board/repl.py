@@ -114,13 +114,13 @@ class BoardRepl:
 
     # -- resets ------------------------------------------------------------------------------------
 
-    def power_on(self, cause: int = PWRON_RESET) -> None:
-        """Hard reset: a new VM in the friendly REPL, boot.py, main.py, banner."""
+    def power_on(self) -> None:
+        """Power-on (or power cycle): a new VM in the friendly REPL, boot.py, main.py, banner."""
         self._stop_vm(keep_output=False)
         self.raw = False
         self._rx.clear()
-        self._crashes = 0 if cause == PWRON_RESET else self._crashes
-        self._boot(cause)
+        self._crashes = 0
+        self._boot(PWRON_RESET)
 
     def shutdown(self) -> None:
         self._stop_vm(keep_output=False)
@@ -170,21 +170,21 @@ class BoardRepl:
         self._emit(cooked(data))
 
     def on_events(self, events: list[Event]) -> None:
+        vm = self.vm
         for event in events:
-            vm = self.vm
+            if vm is None or self.vm is not vm:
+                return  # a reset replaced the VM: the rest of the batch is about the old one
             if isinstance(event, Hello):
                 self.banner = event.banner
-            elif isinstance(event, Done) and vm is not None:
+            elif isinstance(event, Done):
                 self._crashes = 0
                 self._emit(cooked(vm.drain_output()))
                 self._rx[:0] = vm.reclaim_input()
                 self._done(event)
             elif isinstance(event, ResetRequested):
                 self._hard_reset(SOFT_RESET)  # ESP32: machine.reset() -> reset_cause() == SOFT_RESET
-                return
             elif isinstance(event, Exited):
                 self._crashed(event.returncode)
-                return
 
     def _crashed(self, returncode: int | None) -> None:
         self.stats["crashes"] += 1

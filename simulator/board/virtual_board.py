@@ -22,7 +22,7 @@ from types import TracebackType
 
 from simulator.board.pty_port import PtyPort
 from simulator.board.repl import MAX_CODE, RX_LIMIT, BoardRepl, Phase
-from simulator.board.vm import PWRON_RESET, MicroPythonVM, micropython_binary
+from simulator.board.vm import MicroPythonVM, micropython_binary
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ class VirtualBoard:
         os.set_blocking(self._wake_r, False)
         self._repl = BoardRepl(self._spawn, self._port.write, self._note_phase, self.max_code)
         try:
-            self._repl.power_on(PWRON_RESET)
+            self._repl.power_on()
         except BaseException:  # e.g. no micropython launcher: leave nothing open behind
             self._close_handles()
             raise
@@ -212,7 +212,7 @@ class VirtualBoard:
             except queue.Empty:
                 return keep_running
             if name == "power_cycle":
-                repl.power_on(PWRON_RESET)
+                repl.power_on()
             elif name == "stop":
                 keep_running = False
             done.set()

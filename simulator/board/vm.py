@@ -19,6 +19,7 @@ outright on a second SIGINT that arrives before it has handled the first.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import shutil
 import signal
@@ -29,6 +30,8 @@ import termios
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 DRIVER_DIR = Path(__file__).resolve().with_name("mpy")
 DRIVER = DRIVER_DIR / "vboard_driver.py"
@@ -105,10 +108,6 @@ class Exited:
 
 
 Event = Hello | Started | Done | ResetRequested | Exited
-
-
-class ProtocolError(Exception):
-    """The driver sent a control frame that is not in its protocol."""
 
 
 class MicroPythonVM:
@@ -312,7 +311,10 @@ class MicroPythonVM:
         if kind == DONE:
             self._running = None
             return Done(seq, bool(flags & FLAG_SYSTEM_EXIT), payload)
-        raise ProtocolError(f"unknown control frame kind {kind:#x}")
+        # Not the driver's protocol: nothing after it can be trusted, so the process goes (a crash).
+        log.error("virtual board VM sent control frame kind %#x; killing it", kind)
+        self.process.kill()
+        return Exited(self._wait_exit())
 
     def _wait_exit(self) -> int | None:
         try:
