@@ -600,3 +600,31 @@ def test_backoff_restarts_after_a_good_connection(mosquitto) -> None:
         client.poll(now)
         time.sleep(0.01)
     assert 500 <= client.next_retry_ms(now) <= 1000
+
+
+def test_persistent_session_gets_commands_sent_while_offline(mosquitto, device, peer) -> None:
+    first = device(mosquitto, clean=0)
+    first.expect("SUBSCRIBED")
+    os.kill(first.pid, signal.SIGKILL)
+    watcher = peer(mosquitto, subscribe=STATE)
+    while watcher.next(STATE).payload != b"offline":  # the broker has noticed the device is gone
+        pass
+    peer(mosquitto, "gateway").publish(DOWN, b"queued-cmd", qos=1)
+    again = device(mosquitto, clean=0)
+    again.expect(f"MSG {DOWN} 10 queued-cmd$")
+
+
+def test_clean_session_drops_commands_sent_while_offline(mosquitto, device, peer) -> None:
+    first = device(mosquitto)  # clean=1, the default
+    first.expect("SUBSCRIBED")
+    os.kill(first.pid, signal.SIGKILL)
+    watcher = peer(mosquitto, subscribe=STATE)
+    while watcher.next(STATE).payload != b"offline":
+        pass
+    gateway = peer(mosquitto, "gateway")
+    gateway.publish(DOWN, b"lost-cmd", qos=1)
+    again = device(mosquitto)
+    again.expect("SUBSCRIBED")
+    gateway.publish(DOWN, b"live-cmd", qos=1)
+    again.expect(f"MSG {DOWN} 8 live-cmd$")
+    assert not [line for line in again.lines if "lost-cmd" in line]
