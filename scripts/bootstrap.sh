@@ -24,6 +24,7 @@ die() { echo "bootstrap: $*" >&2; exit 1; }
 # (systemd unit verification): add that line here when they land.
 DEBIAN_TOOLS=(
     "/usr/sbin/mosquitto mosquitto"
+    "/usr/bin/openssl openssl"
 )
 
 ensure_python() {
