@@ -40,6 +40,7 @@ from gateway.timebase import Timebase
 from gateway.upstream import Upstream
 from gateway.upstream.metrics import upstream_collector
 from gateway.verify import Quarantine, RejectionLog, Verifier
+from gateway.watchdog import Watchdog, describe
 
 log = logging.getLogger("gateway.service")
 
@@ -143,10 +144,14 @@ class Gateway:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await self.start()
+        watchdog = Watchdog.from_environment(self.liveness, lambda: describe(self))
+        watchdog.ready()
         await stop.wait()
+        watchdog.stopping()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         await self.stop()
+        watchdog.close()
         return 0
 
     async def _housekeep(self) -> None:

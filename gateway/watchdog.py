@@ -2,10 +2,9 @@
 
 A process that is alive is not necessarily working: a batcher stuck on a hung write, or a serial
 reader whose task died, leave the event loop spinning happily. So the ping is earned, not automatic.
-Each stage keeps a monotonic progress stamp that it moves whenever it gets through a round of work or,
-idle, through a round of waiting (see the service's liveness hook); every half watchdog interval this
-module reads the stamps and pings only if none is older than `stall_after_s` (by default the watchdog
-interval itself). The pinger is a task on the event loop, so a blocked loop stops the pings too.
+The service's liveness hook (`Gateway.liveness()`) says, per stage, how many seconds ago it last got
+through a round of work or, idle, a round of waiting; every half watchdog interval this module reads it
+and pings only if no stage is older than `stall_after_s` (by default the watchdog interval itself). The pinger is a task on the event loop, so a blocked loop stops the pings too.
 
 A stalled stage is named in a log line and in `STATUS=` (which `systemctl status` shows); systemd then
 kills the gateway at `WatchdogSec` after the last ping and `Restart=on-failure` starts it again. A stage
@@ -18,12 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from gateway.logging import fields
 from gateway.sdnotify import Notifier, watchdog_interval
+
+if TYPE_CHECKING:
+    from gateway.service import Gateway
 
 log = logging.getLogger("gateway.watchdog")
 
@@ -32,8 +34,8 @@ STATUS_EVERY_S = 5.0
 # A stage may stay still this long when there is no watchdog interval to derive the bound from.
 DEFAULT_STALL_AFTER_S = 60.0
 
-# stage name -> monotonic time of its last progress
-Progress = Callable[[], Mapping[str, float]]
+# stage name -> seconds since it last made progress
+Liveness = Callable[[], Mapping[str, float]]
 
 
 @dataclass(frozen=True)
@@ -42,36 +44,56 @@ class Stall:
     idle_s: float
 
 
+def describe(gateway: Gateway) -> str:
+    """The gateway's state in one `STATUS=` line, e.g.
+
+        health=ok backlog=120 mqtt=up serial=3/4 sinks=platform:ok,file:retrying
+
+    `backlog`: reports in the spool that some sink has not taken yet; `mqtt`: up or down (absent when
+    MQTT ingest is off); `serial`: open ports of the configured ones; a sink is `retrying` while its
+    current batch fails; `health=degraded(N)` counts the reasons `/healthz` gives.
+    """
+    problems = len(gateway.health().reasons)
+    parts = [f"health=degraded({problems})" if problems else "health=ok",
+             f"backlog={gateway.spool.stats().reports}"]
+    if gateway.mqtt is not None:
+        parts.append(f"mqtt={'up' if gateway.mqtt.connected else 'down'}")
+    if gateway.serial is not None:
+        ports = gateway.serial.ports.values()
+        parts.append(f"serial={sum(port.is_open for port in ports)}/{len(ports)}")
+    sinks = ",".join(f"{r.name}:{'retrying' if r.stats.failing_since is not None else 'ok'}"
+                     for r in gateway.upstream.runners)
+    if sinks:
+        parts.append(f"sinks={sinks}")
+    return " ".join(parts)
+
+
 class Watchdog:
     """Pings systemd's watchdog while every stage makes progress, and keeps `STATUS=` current."""
 
-    def __init__(self, notifier: Notifier, progress: Progress, status: Callable[[], str], *,
-                 interval_s: float | None, stall_after_s: float | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, notifier: Notifier, liveness: Liveness, status: Callable[[], str], *,
+                 interval_s: float | None, stall_after_s: float | None = None) -> None:
         self.notifier = notifier
-        self.progress = progress
+        self.liveness = liveness
         self.status = status
         self.interval_s = interval_s
         self.stall_after_s = stall_after_s or interval_s or DEFAULT_STALL_AFTER_S
         # systemd's advice: ping at half the timeout, so one late round is not yet fatal
         self.period_s = interval_s / 2 if interval_s else STATUS_EVERY_S
         self.pings = 0
-        self._clock = clock
         self._stalled: frozenset[str] = frozenset()
         self._task: asyncio.Task[None] | None = None
 
     @classmethod
-    def from_environment(cls, progress: Progress, status: Callable[[], str], *,
+    def from_environment(cls, liveness: Liveness, status: Callable[[], str], *,
                          stall_after_s: float | None = None, environ: Mapping[str, str] | None = None) -> Watchdog:
         """A watchdog on `NOTIFY_SOCKET` with systemd's `WATCHDOG_USEC` (either may be absent)."""
-        return cls(Notifier.from_environment(environ), progress, status,
+        return cls(Notifier.from_environment(environ), liveness, status,
                    interval_s=watchdog_interval(environ), stall_after_s=stall_after_s)
 
     def stalls(self) -> list[Stall]:
         """The stages whose last progress is older than `stall_after_s`, most idle first."""
-        now = self._clock()
-        found = [Stall(stage, now - stamp) for stage, stamp in self.progress().items()
-                 if now - stamp > self.stall_after_s]
+        found = [Stall(stage, age) for stage, age in self.liveness().items() if age > self.stall_after_s]
         return sorted(found, key=lambda s: -s.idle_s)
 
     def tick(self) -> bool:
@@ -111,12 +133,12 @@ class Watchdog:
             self.tick()
             await asyncio.sleep(self.period_s)
 
-    def stopping(self, status: str = "stopping: draining") -> None:
+    def stopping(self) -> None:
         """STOPPING=1 and no more pings: the shutdown runs under TimeoutStopSec, not the watchdog."""
         if self._task is not None:
             self._task.cancel()
             self._task = None
-        self.notifier.stopping(status)
+        self.notifier.stopping(f"stopping: {self.status()}")
 
     def close(self) -> None:
         if self._task is not None:

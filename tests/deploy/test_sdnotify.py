@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from gateway.sdnotify import Notifier, one_line, socket_address, watchdog_interval
-from gateway.watchdog import STATUS_EVERY_S, Watchdog
+from gateway.watchdog import DEFAULT_STALL_AFTER_S, STATUS_EVERY_S, Watchdog
 from tests.deploy.notify_socket import NotifySocket
 
 
@@ -109,56 +109,48 @@ def test_watchdog_interval() -> None:
     assert watchdog_interval({"WATCHDOG_USEC": "soon"}) is None
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_pings_only_while_every_stage_progresses(notify_socket: NotifySocket,
                                                  caplog: pytest.LogCaptureFixture) -> None:
-    clock = Clock()
-    stamps = {"loop": clock.now, "mqtt": clock.now, "batcher": clock.now}
-    dog = Watchdog(Notifier(notify_socket.env), lambda: stamps, lambda: "backlog=7 mqtt=up",
-                   interval_s=4.0, clock=clock)
+    ages = {"loop": 0.5, "mqtt": 1.0, "sink:platform": 0.0}
+    dog = Watchdog(Notifier(notify_socket.env), lambda: ages, lambda: "backlog=7 mqtt=up", interval_s=4.0)
     assert dog.period_s == 2.0 and dog.stall_after_s == 4.0
 
     assert dog.tick()
     assert notify_socket.receive(2.0).fields == {"WATCHDOG": "1", "STATUS": "backlog=7 mqtt=up"}
 
-    clock.now += 3.0  # within the bound: still pinging
-    stamps["loop"] = stamps["mqtt"] = clock.now
+    ages["sink:platform"] = 4.0  # at the bound: still pinging
     assert dog.tick()
     assert "WATCHDOG" in notify_socket.receive(2.0)
 
-    clock.now += 2.0  # the batcher has not moved for 5 s > 4 s
-    stamps["loop"] = stamps["mqtt"] = clock.now
+    ages["sink:platform"] = 5.0  # past it
     with caplog.at_level(logging.INFO, "gateway.watchdog"):
         assert not dog.tick()
         assert not dog.tick()  # logged once, not on every round
         note = notify_socket.receive(2.0)
         assert "WATCHDOG" not in note
-        assert note.get("STATUS") == "stalled: batcher 5 s; backlog=7 mqtt=up"
+        assert note.get("STATUS") == "stalled: sink:platform 5 s; backlog=7 mqtt=up"
         notify_socket.receive(2.0)
 
-        stamps["batcher"] = clock.now  # it moved again: pings resume
+        ages["sink:platform"] = 0.0  # it moved again: pings resume
         assert dog.tick()
     assert "WATCHDOG" in notify_socket.receive(2.0)
     messages = [(r.levelname, r.getMessage(), r.kerbline_fields.get("stage")) for r in caplog.records]
     assert messages == [
-        ("ERROR", "stage made no progress; watchdog pings stop, so systemd restarts the gateway", "batcher"),
-        ("WARNING", "stage moving again; watchdog pings resume", "batcher"),
+        ("ERROR", "stage made no progress; watchdog pings stop, so systemd restarts the gateway", "sink:platform"),
+        ("WARNING", "stage moving again; watchdog pings resume", "sink:platform"),
     ]
     assert dog.pings == 3
 
 
 def test_stalls_are_listed_most_idle_first() -> None:
-    clock = Clock()
-    stamps = {"serial:/dev/ttyUSB0": clock.now - 50, "batcher": clock.now - 90, "mqtt": clock.now}
-    dog = Watchdog(Notifier(None), lambda: stamps, lambda: "", interval_s=30.0, clock=clock)
-    assert [(s.stage, s.idle_s) for s in dog.stalls()] == [("batcher", 90.0), ("serial:/dev/ttyUSB0", 50.0)]
+    ages = {"serial": 50.0, "sink:platform": 90.0, "mqtt": 0.2}
+    dog = Watchdog(Notifier(None), lambda: ages, lambda: "", interval_s=30.0)
+    assert [(s.stage, s.idle_s) for s in dog.stalls()] == [("sink:platform", 90.0), ("serial", 50.0)]
+
+
+def test_stall_bound_without_a_watchdog_interval() -> None:
+    assert Watchdog(Notifier(None), dict, str, interval_s=None).stall_after_s == DEFAULT_STALL_AFTER_S
+    assert Watchdog(Notifier(None), dict, str, interval_s=30.0, stall_after_s=90.0).stall_after_s == 90.0
 
 
 def test_without_watchdog_interval_only_status_is_sent(notify_socket: NotifySocket) -> None:
@@ -171,7 +163,7 @@ def test_without_watchdog_interval_only_status_is_sent(notify_socket: NotifySock
 async def test_ready_then_pings_on_the_loop_then_stopping(notify_socket: NotifySocket) -> None:
     """The pinger is a task on the event loop: READY, pings every period, none after STOPPING."""
     env = {"NOTIFY_SOCKET": notify_socket.env, "WATCHDOG_USEC": "200000", "WATCHDOG_PID": str(os.getpid())}
-    dog = Watchdog.from_environment(lambda: {"loop": asyncio.get_running_loop().time()},
+    dog = Watchdog.from_environment(lambda: {"loop": 0.0},
                                     lambda: "backlog=0", environ=env)
     assert dog.interval_s == 0.2 and dog.period_s == 0.1
     dog.ready()
