@@ -191,7 +191,10 @@ class DeviceTracker:
             if time.monotonic() - last_snapshot >= SNAPSHOT_S:
                 self.save_snapshot()
                 last_snapshot = time.monotonic()
-            await asyncio.sleep(self.config.check_every_s)
+            end = time.monotonic() + self.config.check_every_s
+            while (left := end - time.monotonic()) > 0:  # stamp progress at least every second
+                await asyncio.sleep(min(left, 1.0))
+                self.progress_at = time.monotonic()
 
     async def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self.run(), name="devices")

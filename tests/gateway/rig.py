@@ -11,6 +11,7 @@ import subprocess
 import time
 import tomllib
 import tty
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,15 @@ def report_keys(readings: list[dict[str, Any]]) -> list[tuple[str, int, int]]:
             seen.append(key)
         last = key
     return seen
+
+
+def scrape(port: int, name: str) -> float:
+    """One sample of a gateway's /metrics (the first series of `name`), 0 when absent."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
 
 
 async def wait_for(predicate: Any, timeout: float = 10.0, what: str = "condition") -> None:

@@ -5,15 +5,14 @@ from __future__ import annotations
 import asyncio
 
 import time
-import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
 from gateway.ingest.mqtt5 import ConnectOptions, MqttConnection
 from gateway.service import Gateway
-from tests.gateway.rig import (GatewayProcess, config_text, fleet_key, jsonl_readings, make_config, report_keys, sealed_report,
-                               wait_for, write_registry)
-from tests.harness.mosquitto import Mosquitto
+from tests.gateway.rig import (GatewayProcess, config_text, fleet_key, jsonl_readings, make_config, report_keys,
+                               scrape, sealed_report, wait_for, write_registry)
+from tests.harness.mosquitto import Mosquitto, free_port
 
 
 async def _publisher(broker: Mosquitto, client_id: str = "test-publisher") -> MqttConnection:
@@ -75,19 +74,11 @@ async def test_device_state_topic_is_read(tmp_path: Path, mosquitto: Mosquitto) 
         await gateway.stop()
 
 
-def _metric(port: int, name: str) -> float:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
 def test_killed_between_receipt_and_commit_loses_nothing(tmp_path: Path, mosquitto: Mosquitto) -> None:
     """The commit is held 30 s (debug hook); the gateway process is SIGKILLed inside that window. The
     broker never got a PUBACK, so it sends the reports again to the restarted gateway: all are stored, once."""
     write_registry(tmp_path / "registry.toml")
-    http_port = 18000 + (hash(str(tmp_path)) % 2000)
+    http_port = free_port()
     slow = tmp_path / "slow.toml"
     slow.write_text(config_text(tmp_path, mqtt_port=mosquitto.port, http_port=http_port,
                                 extra="[debug]\ncommit_delay_s = 30.0\n"))
@@ -102,10 +93,10 @@ def test_killed_between_receipt_and_commit_loses_nothing(tmp_path: Path, mosquit
 
         asyncio.run(publish())
         deadline = time.monotonic() + 10
-        while _metric(http_port, "kerbline_reports_received_total") < 5:
+        while scrape(http_port, "kerbline_reports_received_total") < 5:
             assert time.monotonic() < deadline, gw.log()
             time.sleep(0.05)
-        assert _metric(http_port, "kerbline_reports_stored_total") == 0
+        assert scrape(http_port, "kerbline_reports_stored_total") == 0
         gw.kill()  # SIGKILL: received, verified, not committed, not acknowledged
     assert jsonl_readings(tmp_path / "out/readings.jsonl") == []
     fast = tmp_path / "fast.toml"
