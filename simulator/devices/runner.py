@@ -1,0 +1,217 @@
+"""A faithful device's power supply and reset circuit: it runs one MicroPython process per boot, forever.
+
+One boot is `micropython -X heapsize=HEAP device_main.py FLASH_DIR`: the unchanged firmware on the `sim`
+board (`firmware/kerbline/board/sim.py`), the flash directory as its whole filesystem. How the process
+ends says what happens next, as the board's exit codes define it:
+
+  64 (deep sleep over)      boot again at once: the wake (the sleep itself was served by the sensor server)
+  65 (machine.reset())      boot again at once
+  killed by SIGKILL         the watchdog fired (the board's watchdog thread kills its own process): boot again
+  0                         the program ended (safe mode, a skip-pin boot): the board sits at its REPL;
+                            no restart until power is cycled
+  anything else             the VM itself died (a MemoryError outside the firmware's crash net, a C-level
+                            abort): boot again after `CRASH_PAUSE_S`; after `MAX_CRASHES` such deaths in a
+                            row the device is left off (`halted`) rather than spin
+
+Power: `power_off()` kills the process at whatever instruction it is on (SIGKILL, as a cut supply does)
+and clears what does not survive a power cut: RTC memory (`/.rtc`), the RTC clock (`/.clock`) and the
+reset-cause note (`/.reset`), so the next boot's reset cause is a power-on. `power_on()` boots it again;
+`brownout()` is both at once. The flash directory (boot counter, queue, cid, config) is kept, which is the
+point: a cut at any moment must lose nothing that was on flash.
+
+Console: each process's output goes, line by line, to `on_line` and to `console.log` in the flash
+directory's parent (at most `LOG_MAX_BYTES`; lines past it are counted in `log_dropped`), and the last
+`TAIL_LINES` lines are kept in `tail` for error messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import enum
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+EXIT_DEEPSLEEP = 64
+EXIT_RESET = 65
+LAUNCHER = Path(__file__).resolve().with_name("mpy") / "device_main.py"
+DEFAULT_HEAP = "64k"
+CRASH_PAUSE_S = 1.0
+MAX_CRASHES = 5
+LOG_MAX_BYTES = 1 << 20
+TAIL_LINES = 40
+POWER_CUT_FILES = (".rtc", ".clock", ".reset")
+
+
+def micropython_binary() -> Path:
+    """The unix-port launcher installed next to the running interpreter (`.venv/bin/micropython`)."""
+    beside = Path(sys.executable).with_name("micropython")
+    if beside.exists():
+        return beside
+    raise FileNotFoundError(f"no micropython next to {sys.executable}: run scripts/bootstrap.sh")
+
+
+class State(enum.Enum):
+    OFF = "off"  # no power (not started yet, power cut)
+    RUNNING = "running"  # a process is up
+    IDLE = "idle"  # the program ended (exit 0): at the REPL until power is cycled
+    HALTED = "halted"  # too many VM deaths in a row
+    STOPPED = "stopped"  # the simulation is over
+
+
+@dataclass
+class RunnerStats:
+    boots: int = 0
+    deep_sleeps: int = 0
+    resets: int = 0
+    watchdog: int = 0
+    crashes: int = 0
+    power_cuts: int = 0
+    brownouts: int = 0
+    log_dropped: int = 0
+
+
+class DeviceRunner:
+    """Boots one device's flash directory over and over. `await run()` until `stop()`."""
+
+    def __init__(self, device_id: str, flash_dir: Path, *, heap: str = DEFAULT_HEAP,
+                 micropython: Path | None = None, on_line: Callable[[str, str], None] | None = None,
+                 on_boot_end: Callable[[], None] | None = None) -> None:
+        self.device_id = device_id
+        self.flash_dir = Path(flash_dir)
+        self.heap = heap
+        self.micropython = micropython or micropython_binary()
+        self.on_line = on_line
+        self.on_boot_end = on_boot_end  # e.g. the serial line flushes the UART's receive buffer
+        self.state = State.OFF
+        self.stats = RunnerStats()
+        self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+        self.last_exit: int | None = None
+        self._proc: asyncio.subprocess.Process | None = None
+        self._powered = asyncio.Event()
+        self._killed = False
+        self._stopping = False
+        self._crashes_in_row = 0
+        self._log_path = self.flash_dir.parent / f"{self.flash_dir.name}.console.log"
+        self._log_bytes = 0
+
+    # ------------------------------------------------------------------ power
+
+    def power_on(self) -> None:
+        if self.state in (State.OFF, State.IDLE, State.HALTED):
+            self._crashes_in_row = 0
+            self._powered.set()
+
+    def power_off(self) -> None:
+        """Cut the supply now: the process dies wherever it is; RTC memory and clock are lost."""
+        self._powered.clear()
+        self._kill()
+        for name in POWER_CUT_FILES:
+            (self.flash_dir / name).unlink(missing_ok=True)
+        if self.state is not State.STOPPED:
+            self.state = State.OFF
+
+    def power_cut(self) -> None:
+        self.stats.power_cuts += 1
+        self.power_off()
+
+    def brownout(self) -> None:
+        """The supply dips: an instant reset that loses RTC memory, like a power cut of no duration."""
+        self.stats.brownouts += 1
+        self.power_off()
+        self.power_on()
+
+    def stop(self) -> None:
+        """End the simulation for this device (the process is killed; `run()` returns)."""
+        self._stopping = True
+        self._kill()
+        self.state = State.STOPPED
+        self._powered.set()
+
+    def _kill(self) -> None:
+        proc = self._proc
+        if proc is not None and proc.returncode is None:
+            self._killed = True
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    # ------------------------------------------------------------------ boots
+
+    async def run(self) -> None:
+        """Boot while powered; returns after `stop()`."""
+        self.power_on()
+        while not self._stopping:
+            await self._powered.wait()
+            if self._stopping:
+                break
+            code = await self._boot()
+            if self.on_boot_end is not None:
+                self.on_boot_end()
+            if self._stopping:
+                break
+            self._classify(code)
+            if self.state is State.RUNNING and self._crashes_in_row:
+                await asyncio.sleep(CRASH_PAUSE_S)
+        self.state = State.STOPPED
+
+    async def _boot(self) -> int:
+        self._killed = False
+        self.state = State.RUNNING
+        self.stats.boots += 1
+        proc = self._proc = await asyncio.create_subprocess_exec(
+            str(self.micropython), "-X", f"heapsize={self.heap}", str(LAUNCHER), str(self.flash_dir),
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            cwd=self.flash_dir, start_new_session=True)
+        assert proc.stdout is not None
+        with self._log_path.open("ab") as log:
+            while True:
+                try:
+                    line = await proc.stdout.readline()
+                except ValueError:  # a line over the stream limit: keep its start
+                    line = (await proc.stdout.read(1024)) + b"...\n"
+                if not line:
+                    break
+                self._log(log, line)
+        code = await proc.wait()
+        self._proc = None
+        self.last_exit = code
+        return code
+
+    def _log(self, log: object, line: bytes) -> None:
+        text = line.decode("utf-8", "replace").rstrip("\r\n")
+        self.tail.append(text)
+        if self.on_line is not None:
+            self.on_line(self.device_id, text)
+        if self._log_bytes + len(line) > LOG_MAX_BYTES:
+            self.stats.log_dropped += 1
+            return
+        self._log_bytes += len(line)
+        log.write(line)  # type: ignore[attr-defined]
+
+    def _classify(self, code: int) -> None:
+        if self._killed:  # our own kill: power_off() or stop() has set the state
+            return
+        if code == EXIT_DEEPSLEEP:
+            self.stats.deep_sleeps += 1
+            self._crashes_in_row = 0
+        elif code == EXIT_RESET:
+            self.stats.resets += 1
+            self._crashes_in_row = 0
+        elif code == -signal.SIGKILL:
+            self.stats.watchdog += 1
+            self._crashes_in_row = 0
+        elif code == 0:
+            self.state = State.IDLE
+            self._powered.clear()
+        else:
+            self.stats.crashes += 1
+            self._crashes_in_row += 1
+            if self._crashes_in_row >= MAX_CRASHES:
+                self.state = State.HALTED
+                self._powered.clear()
