@@ -5,7 +5,7 @@ PYTEST := $(PY) -m pytest
 # Extra pytest arguments, e.g. `make test PYTEST_ARGS="-k broker -x"`.
 PYTEST_ARGS ?=
 
-.PHONY: bootstrap test test-all soak demo bench clean
+.PHONY: bootstrap test test-all soak demo bench clean install-gateway uninstall-gateway
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -29,6 +29,16 @@ bench: bootstrap
 	@set -e; for script in $$(ls bench/*.py 2>/dev/null | sort); do \
 		echo "== $$script"; PYTHONPATH=$(CURDIR) $(PY) $$script; \
 	done
+
+# The gateway as a systemd service, as root (docs/operations.md). Uses the system Python, not .venv.
+# `make install-gateway DESTDIR=/some/root` lays the files out under another root (no user, no
+# systemctl); PREFIX, UNITDIR, PYTHON and PIP_ARGS are read too (make passes command-line variables to
+# the script's environment). Uninstall keeps config, registry and spool unless PURGE=1.
+install-gateway:
+	@bash scripts/install-gateway.sh
+
+uninstall-gateway:
+	@bash scripts/uninstall-gateway.sh
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .hypothesis test-artifacts

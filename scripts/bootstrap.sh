@@ -19,12 +19,12 @@ PACKAGE_ROOTS=(firmware/kerbline gateway simulator)
 
 die() { echo "bootstrap: $*" >&2; exit 1; }
 
-# "<absolute binary path> <Debian package>" pairs. The deploy tests will need
-#   "/usr/bin/systemd-analyze systemd"
-# (systemd unit verification): add that line here when they land.
+# "<absolute binary path> <Debian package>" pairs.
 DEBIAN_TOOLS=(
     "/usr/sbin/mosquitto mosquitto"
     "/usr/bin/openssl openssl"
+    # tests/deploy: `systemd-analyze verify` on the gateway's unit
+    "/usr/bin/systemd-analyze systemd"
 )
 
 ensure_python() {
