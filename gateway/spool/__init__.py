@@ -9,7 +9,8 @@ from gateway.spool.config import SpoolConfig
 from gateway.spool.health import Health
 from gateway.spool.records import StoredReport, SubmitResult
 from gateway.spool.spool import GATEWAY_BOOT, Spool, SpoolStats
-from gateway.spool.store import Cursor, DeadLetter, ReadResult
+from gateway.spool.reads import ReadMode, ReadResult
+from gateway.spool.store import Cursor, DeadLetter
 
-__all__ = ["Cursor", "DeadLetter", "GATEWAY_BOOT", "Health", "ReadResult", "Spool", "SpoolConfig",
+__all__ = ["Cursor", "DeadLetter", "GATEWAY_BOOT", "Health", "ReadMode", "ReadResult", "Spool", "SpoolConfig",
            "SpoolError", "SpoolStats", "StoredReport", "SubmitResult"]

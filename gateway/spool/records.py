@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from gateway.wire.model import Reading
-from gateway.wire.units import ALARM
+from gateway.wire.units import ALARM, MEASUREMENTS
 
 # Bytes a stored report costs beyond its readings and raw message (row header, integers, index entry):
 # an estimate that keeps the byte bound honest for reports with few readings.
 ROW_OVERHEAD = 64
 
+_DEFAULT_UNITS = {name: m.unit for name, m in MEASUREMENTS.items()}
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 
@@ -51,13 +52,10 @@ class StoredReport:
 
 
 def encode_readings(readings: Sequence[Reading]) -> str:
-    """`[[name, value, unit, offset], ...]`, with a fifth element 1 on a SenML sum."""
-    return _dumps([[r.name, r.value, r.unit, r.time_offset, 1] if r.is_sum
-                   else [r.name, r.value, r.unit, r.time_offset] for r in readings])
-
-
-def decode_readings(text: str) -> tuple[Reading, ...]:
-    return tuple(Reading(*fields) for fields in json.loads(text))
+    """`[[name, value, unit, offset], ...]`, with a fifth element 1 on a SenML sum. A unit left None
+    (readings the gateway makes itself) is stored as the name's default, so every reader has it."""
+    return _dumps([[r.name, r.value, r.unit if r.unit is not None else _DEFAULT_UNITS.get(r.name), r.time_offset,
+                    *((1,) if r.is_sum else ())] for r in readings])
 
 
 def has_alarm(readings: Sequence[Reading]) -> bool:

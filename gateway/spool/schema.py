@@ -3,7 +3,8 @@
 WAL with `synchronous=FULL` makes every COMMIT fsync the write-ahead log, so a committed transaction
 survives a power cut; WAL also lets the one writer append without rewriting pages in place. Reports get
 explicit ids from a persisted high-water mark (`meta.last_id`), never reused even when the table empties,
-because sink cursors and idempotency keys are ids.
+because sink cursors and idempotency keys are ids. A report's time is kept in integer microseconds:
+SQLite's JSON functions, which the batcher's reads go through, print REALs with 15 digits only.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ CREATE TABLE IF NOT EXISTS reports (
     boot INTEGER NOT NULL,
     seq INTEGER NOT NULL,
     arrival_ns INTEGER NOT NULL,
-    time REAL NOT NULL,
+    time_us INTEGER NOT NULL,
     time_estimated INTEGER NOT NULL,
     uptime INTEGER,
     is_alarm INTEGER NOT NULL,

@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Awaitable, Sequence
 
 from gateway.spool.committer import Committer, Operation, SpoolError
 from gateway.spool.config import SpoolConfig
 from gateway.spool.health import Health
 from gateway.spool.records import ROW_OVERHEAD, SubmitResult, encode_readings, has_alarm
-from gateway.spool.store import Counters, Cursor, DeadLetter, Pending, ReadResult, SpoolStore
+from gateway.spool.reads import ReadMode, ReadResult, check_sqlite
+from gateway.spool.store import Counters, Cursor, DeadLetter, Pending, SpoolStore
 from gateway.wire.model import Reading, Report
 
 # Boot number of the reports the gateway makes itself (e.g. `offline` alarms); devices count from 1.
@@ -57,6 +58,7 @@ class Spool:
 
     async def open(self) -> None:
         """Start the committer thread; the database is created or recovered (WAL replay) here."""
+        check_sqlite()
         self._committer = Committer(self.config, asyncio.get_running_loop(), self._on_done)
         self._store = await self._committer.start()
         self._last_id = self._store.last_id
@@ -75,13 +77,16 @@ class Spool:
 
     # --- ingest side --------------------------------------------------------------------------
 
-    async def submit(self, report: Report, raw: bytes, *, arrival_ns: int | None = None,
-                     time_s: float | None = None, time_estimated: bool = False) -> SubmitResult:
-        """Store a verified report; resolves once committed (or raises SpoolError: not stored).
+    def submit(self, report: Report, raw: bytes, *, arrival_ns: int | None = None,
+               time_s: float | None = None, time_estimated: bool = False) -> Awaitable[SubmitResult]:
+        """Store a verified report; the awaitable resolves once it is committed (or raises SpoolError:
+        not stored).
 
         `arrival_ns` is when ingest received it (gateway clock, default now). `time_s`/`time_estimated`
         are the report's time as the time stage settled it; by default the device's `time`, else the
-        arrival time marked as estimated.
+        arrival time marked as estimated. The report is queued at the call, not at the first await;
+        the awaitable is a plain future unless `max_pending` reports are uncommitted, when it first
+        waits for room (no coroutine or task per report on the hot path).
         """
         if arrival_ns is None:
             arrival_ns = time.time_ns()
@@ -92,14 +97,21 @@ class Spool:
                 time_s, time_estimated = arrival_ns / 1e9, True
         item = _pending(report.device, report.boot, report.seq, report.readings, raw, arrival_ns, time_s,
                         time_estimated, report.uptime)
+        if self._pending >= self.config.max_pending:
+            return self._submit_when_room(item)
+        return self._enqueue(item)
+
+    async def _submit_when_room(self, item: Pending) -> SubmitResult:
         while self._pending >= self.config.max_pending:
             self._room.clear()
             await self._room.wait()
-        committer = self._require()
+        return await self._enqueue(item)
+
+    def _enqueue(self, item: Pending) -> asyncio.Future[SubmitResult]:
         future: asyncio.Future[SubmitResult] = asyncio.get_running_loop().create_future()
-        committer.submit(item, future)
+        self._require().submit(item, future)
         self._pending += 1
-        return await future
+        return future
 
     async def submit_local(self, device: str, readings: Sequence[Reading], time_s: float) -> int:
         """Store a report the gateway makes itself (boot 0, next seq of that device); returns its seq."""
@@ -151,16 +163,26 @@ class Spool:
         return await self._run(lambda store: store.set_sinks(list(names)))
 
     async def read(self, after: int, max_records: int, max_bytes: int, *, until: int | None = None,
-                   take_one: bool = True) -> ReadResult:
-        """Committed reports after a cursor (see SpoolStore.read)."""
-        return await self._run(lambda store: store.read(after, max_records, max_bytes, until=until,
-                                                        take_one=take_one))
+                   take_one: bool = True, mode: ReadMode = ReadMode.REPORTS) -> ReadResult:
+        """Committed reports after a cursor, cut at the limits (see gateway.spool.reads)."""
+        raw = await self._run(lambda store: store.read(mode, after, max_records, max_bytes, until=until,
+                                                       take_one=take_one))
+        return raw.decode()  # here, not in the database thread, which has commits to make
 
     async def begin_batch(self, sink: str, first: int, last: int) -> None:
         await self._run(lambda store: store.begin(sink, first, last))
 
-    async def ack_batch(self, sink: str, last: int, key: str, dead: Sequence[DeadLetter] = ()) -> None:
-        await self._run(lambda store: store.ack(sink, last, key, list(dead)))
+    async def ack_batch(self, sink: str, last: int, key: str, dead: Sequence[DeadLetter] = (),
+                        begin: tuple[int, int] | None = None) -> None:
+        """The sink has everything up to `last`; `begin` persists the next batch's range in the same
+        transaction (saving a commit per batch)."""
+
+        def op(store: SpoolStore) -> None:
+            store.ack(sink, last, key, list(dead))
+            if begin is not None:
+                store.begin(sink, *begin)
+
+        await self._run(op)
 
     async def dead_letters(self, sink: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         return await self._run(lambda store: store.dead_letters(sink, limit))
@@ -203,5 +225,5 @@ class Spool:
 def _pending(device: str, boot: int, seq: int, readings: Sequence[Reading], raw: bytes, arrival_ns: int,
              time_s: float, time_estimated: bool, uptime: int | None) -> Pending:
     encoded = encode_readings(readings)
-    return Pending(device, boot, seq, arrival_ns, time_s, time_estimated, uptime, has_alarm(readings),
+    return Pending(device, boot, seq, arrival_ns, round(time_s * 1e6), time_estimated, uptime, has_alarm(readings),
                    len(readings), encoded, raw, len(encoded) + len(raw) + ROW_OVERHEAD)

@@ -7,31 +7,37 @@ database by `load` when a transaction is rolled back.
 from __future__ import annotations
 
 import bisect
+import functools
 import logging
 import sqlite3
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
+from gateway.spool import reads
 from gateway.spool.config import SpoolConfig
 from gateway.spool.dedup import DedupIndex
-from gateway.spool.records import StoredReport, SubmitResult, decode_readings
+from gateway.spool.reads import RawRead, ReadMode
+from gateway.spool.records import SubmitResult
 
 log = logging.getLogger("gateway.spool")
 
 _READ_CHUNK = 256
-_COLUMNS = ("id, device, boot, seq, arrival_ns, time, time_estimated, uptime, is_alarm, n, readings, "
-            "length(readings)")
+_COLUMNS = 13
+# Rows per INSERT statement: one statement is one sqlite3_step, so the thread gives the GIL up (and has
+# to win it back from the event loop) once per statement instead of once per row, and the per-row
+# overhead of executemany goes. 13 * 500 bound values stay below SQLite's limit of 32766.
+_ROWS_PER_INSERT = 500
 
-
-@dataclass(frozen=True, slots=True)
-class Pending:
-    """A report on its way into the spool, already encoded by `Spool.submit`."""
+class Pending(NamedTuple):
+    """A report on its way into the spool, already encoded by `Spool.submit` (a tuple: it is made
+    20,000 times a second, and its fields are the table's columns after the id, in order)."""
 
     device: str
     boot: int
     seq: int
     arrival_ns: int
-    time: float
+    time_us: int
     time_estimated: bool
     uptime: int | None
     is_alarm: bool
@@ -59,18 +65,6 @@ class DeadLetter:
     reason: str
     detail: str
     payload: str
-
-
-@dataclass(frozen=True, slots=True)
-class ReadResult:
-    """Reports after a cursor. `upto` is the last id the read covered (reports thinned away inside the
-    range are skipped); `full` says a limit stopped the read, so more reports wait after `upto`."""
-
-    reports: tuple[StoredReport, ...]
-    records: int
-    nbytes: int
-    upto: int
-    full: bool
 
 
 @dataclass
@@ -139,32 +133,35 @@ class SpoolStore:
         dedup = self.dedup
         limit = self.config.max_bytes
         rows = self._rows_to_insert
-        next_id = self.last_id
+        stored = readings = alarms = 0
         for item in items:
-            if dedup.seen(item.device, item.boot, item.seq):
-                results.append(SubmitResult.DUPLICATE)
-                continue
             if self.bytes + item.size > limit:
+                if dedup.seen(item.device, item.boot, item.seq):
+                    results.append(SubmitResult.DUPLICATE)
+                    continue
                 self._flush_inserts()
                 self._thin(self.bytes + item.size - int(limit * self.config.thin_to))
                 if self.bytes + item.size > limit:
-                    self._refuse_full(item)
+                    self._refuse_full()
                     results.append(SubmitResult.FULL)
                     continue
-            dedup.accept(item.device, item.boot, item.seq)
-            next_id += 1
-            rows.append((next_id, item.device, item.boot, item.seq, item.arrival_ns, item.time,
-                         item.time_estimated, item.uptime, item.is_alarm, item.n, item.readings, item.raw,
-                         item.size))
-            self.last_id = next_id
+            if not dedup.accept(item.device, item.boot, item.seq):
+                results.append(SubmitResult.DUPLICATE)
+                continue
+            self.last_id += 1
+            rows.append((self.last_id, *item))
             self.bytes += item.size
             self.rows += 1
-            self.alarm_rows += item.is_alarm
-            self.counters.stored_reports += 1
-            self.counters.stored_readings += item.n
+            stored += 1
+            readings += item.n
+            alarms += item.is_alarm
             results.append(SubmitResult.STORED)
         self._flush_inserts()
-        self.counters.duplicates += results.count(SubmitResult.DUPLICATE)
+        self.alarm_rows += alarms
+        counters = self.counters
+        counters.stored_reports += stored
+        counters.stored_readings += readings
+        counters.duplicates += results.count(SubmitResult.DUPLICATE)
         self._write_dedup()
         self._check_recovered()
         return results
@@ -176,11 +173,12 @@ class SpoolStore:
                      int(self.config.recover_below * 100))
 
     def _flush_inserts(self) -> None:
-        if self._rows_to_insert:
-            self.conn.executemany("INSERT INTO reports VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                                  self._rows_to_insert)
-            self.conn.execute("UPDATE meta SET value=? WHERE key='last_id'", (self.last_id,))
-            self._rows_to_insert.clear()
+        rows = self._rows_to_insert
+        if not rows:
+            return
+        _insert_rows(self.conn, "INSERT INTO reports", _COLUMNS, rows)
+        self.conn.execute("UPDATE meta SET value=? WHERE key='last_id'", (self.last_id,))
+        rows.clear()
 
     def _write_dedup(self) -> None:
         dedup = self.dedup
@@ -190,7 +188,7 @@ class SpoolStore:
                 window = dedup.window(device, boot)
                 if window is not None:
                     rows.append((device, boot, window.contiguous, window.encode_above()))
-            self.conn.executemany("INSERT OR REPLACE INTO dedup VALUES (?,?,?,?)", rows)
+            _insert_rows(self.conn, "INSERT OR REPLACE INTO dedup", 4, rows)
         if dedup.forgotten:
             self.conn.executemany("DELETE FROM dedup WHERE device=? AND boot=?", dedup.forgotten)
         if dedup.floors_changed:
@@ -198,7 +196,7 @@ class SpoolStore:
                                   [(d, dedup.floor(d)) for d in dedup.floors_changed])
         dedup.clear_changes()
 
-    def _refuse_full(self, item: Pending) -> None:
+    def _refuse_full(self) -> None:
         self.counters.refused_full += 1
         if not self.thinning:
             log.warning("spool full of alarms (%d bytes, bound %d): refusing reports until sinks catch up",
@@ -266,31 +264,11 @@ class SpoolStore:
         self.purge_delivered()
         return dict(self.cursors)
 
-    def read(self, after: int, max_records: int, max_bytes: int, *, until: int | None = None,
-             take_one: bool = True) -> ReadResult:
-        """Reports with after < id <= until (default: the newest), at most `max_records` readings and
-        `max_bytes` of readings JSON; with `take_one`, the first report even if it alone is larger."""
+    def read(self, mode: ReadMode, after: int, max_records: int, max_bytes: int, *, until: int | None = None,
+             take_one: bool = True) -> RawRead:
+        """Reports after `after` (up to `until`, default the newest) for a batch (gateway.spool.reads)."""
         bound = self.last_id if until is None else min(until, self.last_id)
-        rows = self.conn.execute(f"SELECT {_COLUMNS} FROM reports WHERE id > ? AND id <= ? ORDER BY id LIMIT ?",
-                                 (after, bound, max(max_records, 1))).fetchall()
-        reports: list[StoredReport] = []
-        records = nbytes = 0
-        full = False
-        for (row_id, device, boot, seq, arrival_ns, t, estimated, uptime, is_alarm, n, readings,
-             size) in rows:
-            if (reports or not take_one) and (records + n > max_records or nbytes + size > max_bytes):
-                full = True
-                break
-            reports.append(StoredReport(row_id, device, boot, seq, arrival_ns, t, bool(estimated), uptime,
-                                        bool(is_alarm), decode_readings(readings)))
-            records += n
-            nbytes += size
-        full = full or records >= max_records or nbytes >= max_bytes
-        if full:
-            upto = reports[-1].id if reports else after
-        else:
-            upto = bound
-        return ReadResult(tuple(reports), records, nbytes, max(upto, after), full)
+        return reads.read(self.conn, mode, after, bound, max_records, max_bytes, take_one)
 
     def begin(self, sink: str, first: int, last: int) -> None:
         """Persist the range of a batch before it is first sent, so a restart resends it under the same key."""
@@ -352,3 +330,15 @@ class SpoolStore:
         rows = self.conn.execute(query + " ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
         names = ("id", "sink", "batch_key", "created_ns", "reason", "detail", "payload")
         return [dict(zip(names, row)) for row in rows]
+
+
+def _insert_rows(conn: sqlite3.Connection, insert: str, columns: int, rows: list[tuple[object, ...]]) -> None:
+    """`insert` ("INSERT INTO t") for many rows, in multi-row statements."""
+    for start in range(0, len(rows), _ROWS_PER_INSERT):
+        chunk = rows[start:start + _ROWS_PER_INSERT]
+        conn.execute(_values_sql(insert, columns, len(chunk)), [value for row in chunk for value in row])
+
+
+@functools.lru_cache(maxsize=16)
+def _values_sql(insert: str, columns: int, rows: int) -> str:
+    return f"{insert} VALUES " + ",".join(["(" + ",".join("?" * columns) + ")"] * rows)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from gateway.spool import StoredReport
+from gateway.spool import ReadMode, StoredReport
 
 
 @dataclass(frozen=True)
@@ -33,11 +33,29 @@ def batch_key(instance: str, sink: str, first: int, last: int) -> str:
 
 @dataclass(frozen=True)
 class Batch:
-    """Reports with spool ids in first..last (ids thinned away inside the range are simply absent)."""
+    """Reports with spool ids in first..last (ids thinned away inside the range are simply absent).
+
+    What a batch holds depends on the sink's `reads` mode: `reports` (ReadMode.REPORTS), or `parts`,
+    the upstream reading objects as JSON text, rendered by the spool (ReadMode.JSON: comma-separated,
+    ReadMode.LINES: one per line), one part per read that made the batch. `arrivals` has every report's
+    arrival time (gateway clock, ns) whatever the mode.
+    """
 
     key: str
     sink: str
     first: int
     last: int
-    reports: tuple[StoredReport, ...]
-    records: int = field(default=0)
+    mode: ReadMode
+    arrivals: tuple[int, ...]
+    records: int
+    reports: tuple[StoredReport, ...] = ()
+    parts: tuple[str, ...] = field(default=())
+
+    @property
+    def count(self) -> int:
+        """Reports in the batch."""
+        return len(self.arrivals)
+
+    def objects_text(self) -> str:
+        """The reading objects as one text, separated as the mode says (JSON or LINES batches)."""
+        return ("," if self.mode is ReadMode.JSON else "\n").join(part for part in self.parts if part)

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from gateway.spool import Cursor, DeadLetter, Health, Spool
+from gateway.spool import Cursor, DeadLetter, Health, Spool, StoredReport
 from gateway.upstream.backoff import RetryPolicy
 from gateway.upstream.batch import Batch, BatchConfig, batch_key
 from gateway.upstream.sink import Outcome, SendResult, Sink
@@ -97,44 +97,56 @@ class SinkRunner:
     async def run(self, cursor: Cursor) -> None:
         self.delivered = cursor.delivered
         if cursor.inflight_first is not None and cursor.inflight_last is not None:
-            await self._deliver(await self._resume(cursor.inflight_first, cursor.inflight_last), resumed=True)
-        while True:
-            if self._drain_to is not None and self.delivered >= self._drain_to:
-                return
-            batch = await self._collect()
-            if batch is not None:
-                await self._deliver(batch, resumed=False)
+            await self._deliver(await self._resume(cursor.inflight_first, cursor.inflight_last), None, begun=True)
+        # The next batch gathers (reads, waits for its window) while the current one is on the wire, so
+        # the round trip to the platform does not stall the pipeline; sending stays one batch at a time.
+        upcoming = asyncio.create_task(self._collect(self.delivered))
+        begun = False
+        try:
+            while True:
+                batch = await upcoming
+                if batch is None:
+                    return
+                upcoming = asyncio.create_task(self._collect(batch.last))
+                begun = await self._deliver(batch, upcoming, begun=begun)
+        finally:
+            upcoming.cancel()
 
     async def _resume(self, first: int, last: int) -> Batch:
         """The batch that was in flight when the gateway stopped, under its old key."""
-        read = await self.spool.read(self.delivered, 1 << 62, 1 << 62, until=last)
+        read = await self.spool.read(self.delivered, 1 << 62, 1 << 62, until=last, mode=self.sink.reads)
         log.info("sink %s: resending batch %d..%d that was in flight at the last stop", self.name, first, last)
-        return Batch(batch_key(self.spool.instance, self.name, first, last), self.name, first, last, read.reports,
-                     read.records)
+        return Batch(batch_key(self.spool.instance, self.name, first, last), self.name, first, last,
+                     self.sink.reads, read.arrivals, read.records, read.reports, (read.text,))
 
-    async def _collect(self) -> Batch | None:
-        """Read reports after the cursor until the batch is full or its window is over."""
+    def _drained(self, upto: int) -> bool:
+        return self._drain_to is not None and (upto >= self._drain_to or upto >= self.spool.last_id)
+
+    async def _collect(self, after: int) -> Batch | None:
+        """Read reports after `after` until the batch is full or its window is over; None once drained."""
         cfg = self.batch_config
         spool = self.spool
-        after = upto = self.delivered
-        reports: list = []
+        mode = self.sink.reads
+        upto = after
+        reports: list[StoredReport] = []
+        parts: list[str] = []
+        arrivals: list[int] = []
         records = nbytes = 0
         deadline: float | None = None
-        while True:
+        while not self._drained(upto):
             if spool.last_id > upto:
                 read = await spool.read(upto, cfg.max_records - records, cfg.max_bytes - nbytes,
-                                        take_one=not reports)
+                                        take_one=not arrivals, mode=mode)
                 reports.extend(read.reports)
+                parts.append(read.text)
+                arrivals.extend(read.arrivals)
                 records += read.records
                 nbytes += read.nbytes
                 upto = read.upto
-                if deadline is None and reports:
-                    deadline = reports[0].arrival_ns / 1e9 + cfg.window_s
-                if read.full:
+                if deadline is None and arrivals:
+                    deadline = arrivals[0] / 1e9 + cfg.window_s
+                if read.full or self._drained(upto):
                     break
-            draining = self._drain_to is not None
-            if draining and upto >= spool.last_id:
-                break
             if deadline is not None:
                 remaining = min(deadline - time.time(), cfg.window_s)
                 if remaining <= 0:
@@ -149,22 +161,36 @@ class SinkRunner:
                 await spool.wait_for_rows(upto)
         if upto == after:
             return None
-        return Batch(batch_key(spool.instance, self.name, after + 1, upto), self.name, after + 1, upto,
-                     tuple(reports), records)
+        return Batch(batch_key(spool.instance, self.name, after + 1, upto), self.name, after + 1, upto, mode,
+                     tuple(arrivals), records, tuple(reports), tuple(parts))
 
-    async def _deliver(self, batch: Batch, *, resumed: bool) -> None:
-        """Send until the sink takes or refuses the batch, then move the cursor past it."""
-        if not batch.reports:
-            await self.spool.ack_batch(self.name, batch.last, batch.key)
-            self.delivered = batch.last
-            return
-        if not resumed:
-            await self.spool.begin_batch(self.name, batch.first, batch.last)
+    async def _deliver(self, batch: Batch, upcoming: asyncio.Task[Batch | None] | None, *, begun: bool) -> bool:
+        """Send until the sink takes or refuses the batch, then move the cursor past it.
+
+        A batch's range is persisted before its first send (`begun`); when the next batch is already
+        gathered, its range is persisted in the same transaction that moves the cursor, and True says so.
+        """
+        if batch.count:
+            if not begun:
+                await self.spool.begin_batch(self.name, batch.first, batch.last)
+            result = await self._send(batch)
+            self._count(batch, result)
+            dead = result.dead_letters
+        else:
+            dead = ()  # every report in the range was thinned away: nothing to send
+        following = _ready(upcoming)
+        begin = (following.first, following.last) if following is not None and following.count else None
+        await self.spool.ack_batch(self.name, batch.last, batch.key, dead, begin=begin)
+        self.delivered = batch.last
+        return begin is not None
+
+    async def _send(self, batch: Batch) -> SendResult:
+        """Send until the outcome is not RETRY, waiting the backoff between attempts."""
         attempt = 0
         while True:
             result = await self._send_once(batch)
             if result.outcome is not Outcome.RETRY:
-                break
+                return result
             delay = self.retry.delay(attempt, result.retry_after, self._rng)
             attempt += 1
             self.stats.retries += 1
@@ -172,11 +198,8 @@ class SinkRunner:
             if self.stats.failing_since is None:
                 self.stats.failing_since = time.monotonic()
             log.warning("sink %s: batch %s (%d reports) not delivered (%s); attempt %d again in %.2f s",
-                        self.name, batch.key[:12], len(batch.reports), result.reason, attempt + 1, delay)
+                        self.name, batch.key[:12], batch.count, result.reason, attempt + 1, delay)
             await asyncio.sleep(delay)
-        self._count(batch, result)
-        await self.spool.ack_batch(self.name, batch.last, batch.key, result.dead_letters)
-        self.delivered = batch.last
 
     async def _send_once(self, batch: Batch) -> SendResult:
         try:
@@ -195,10 +218,10 @@ class SinkRunner:
         if result.outcome is Outcome.DEAD:
             stats.dead_batches += 1
             log.error("sink %s refused batch %s for good (%s): %d reports moved to the dead letters",
-                      self.name, batch.key[:12], result.reason, len(batch.reports))
+                      self.name, batch.key[:12], result.reason, batch.count)
         else:
             stats.batches += 1
-            stats.reports += len(batch.reports)
+            stats.reports += batch.count
             stats.records += batch.records
             if dead:
                 log.error("sink %s refused %d parts of batch %s: moved to the dead letters (first: %s)",
@@ -206,14 +229,21 @@ class SinkRunner:
         stats.dead_letters += len(dead)
         now = time.time_ns()
         observe = stats.latency.observe
-        for report in batch.reports:
-            observe((now - report.arrival_ns) / 1e9)
+        for arrival_ns in batch.arrivals:
+            observe((now - arrival_ns) / 1e9)
 
     def health(self) -> Health:
         since = self.stats.failing_since
         if since is not None and time.monotonic() - since >= self.retry.degraded_after_s:
             return Health((f"sink {self.name} failing for {time.monotonic() - since:.0f} s: {self.stats.last_error}",))
         return Health()
+
+
+def _ready(task: asyncio.Task[Batch | None] | None) -> Batch | None:
+    """The task's batch if it is already gathered."""
+    if task is None or not task.done() or task.cancelled() or task.exception() is not None:
+        return None
+    return task.result()
 
 
 class Upstream:

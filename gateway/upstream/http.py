@@ -34,7 +34,7 @@ class HttpSink:
     def __init__(self, config: HttpSinkConfig) -> None:
         self.name = config.name
         self.config = config
-        self._render, self._content_type = FORMATS[config.format]
+        self.reads, self._render, self._content_type = FORMATS[config.format]
         self._client = HttpClient(config.endpoint)
 
     async def start(self) -> None:

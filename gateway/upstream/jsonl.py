@@ -8,16 +8,13 @@ not lose them. Writing happens in a worker thread, so a slow disk does not stall
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.spool import ReadMode
 from gateway.upstream.batch import Batch
-from gateway.upstream.render import reading_objects
 from gateway.upstream.sink import SendResult
-
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 
 @dataclass(frozen=True)
@@ -39,6 +36,7 @@ class JsonlSink:
     def __init__(self, config: JsonlSinkConfig) -> None:
         self.name = config.name
         self.config = config
+        self.reads = ReadMode.LINES
         self.rotations = 0
 
     async def start(self) -> None:
@@ -48,7 +46,7 @@ class JsonlSink:
         """Nothing stays open between batches."""
 
     async def send(self, batch: Batch) -> SendResult:
-        text = "".join(_dumps(obj) + "\n" for obj in reading_objects(batch.reports)).encode()
+        text = (batch.objects_text() + "\n").encode()
         try:
             await asyncio.to_thread(self._write, text)
         except OSError as exc:

@@ -51,7 +51,7 @@ class MqttSink:
     def __init__(self, config: MqttSinkConfig) -> None:
         self.name = config.name
         self.config = config
-        self._render = FORMATS[config.format][0]
+        self.reads, self._render, _ = FORMATS[config.format]
         self._client: aiomqtt.Client | None = None
 
     async def start(self) -> None:

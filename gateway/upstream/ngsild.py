@@ -27,18 +27,17 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from gateway.spool import DeadLetter, StoredReport
+from gateway.spool import DeadLetter, ReadMode, StoredReport
 from gateway.wire.model import Reading
 from gateway.upstream.batch import Batch
 from gateway.upstream.httpclient import Answer, HttpClient, HttpEndpoint, classify_failure
-from gateway.upstream.render import reading_time
+from gateway.upstream.render import compact_json, reading_time
 from gateway.upstream.sink import SendResult
 
 log = logging.getLogger("gateway.upstream")
 
 UPSERT_PATH = "/ngsi-ld/v1/entityOperations/upsert?options=update"
 DEFAULT_CONTEXT = "https://smartdatamodels.org/context.jsonld"
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 WASTE_CONTAINER = "WasteContainer"
 STREETLIGHT = "Streetlight"
@@ -148,6 +147,7 @@ class NgsiLdSink:
     def __init__(self, config: NgsiLdSinkConfig) -> None:
         self.name = config.name
         self.config = config
+        self.reads = ReadMode.REPORTS
         self.skipped_reports = 0
         self._client = HttpClient(config.endpoint)
         self._url = config.endpoint.url.rstrip("/") + UPSERT_PATH
@@ -169,7 +169,7 @@ class NgsiLdSink:
         self.skipped_reports += skipped
         if not batch_entities:
             return SendResult.ok()
-        body = _dumps(batch_entities)
+        body = compact_json(batch_entities)
         answer = await self._client.post(self._url, body.encode(), {**self._headers, "Idempotency-Key": batch.key})
         if not isinstance(answer, Answer):
             return answer
@@ -186,11 +186,11 @@ class NgsiLdSink:
             errors = result["errors"]
             failed = {e["entityId"]: e.get("error", {}) for e in errors}
         except (ValueError, KeyError, TypeError):
-            return SendResult.dead("NGSI-LD 207 without a BatchOperationResult", answer.body[:4096], _dumps(sent))
+            return SendResult.dead("NGSI-LD 207 without a BatchOperationResult", answer.body[:4096], compact_json(sent))
         by_id = {e["id"]: e for e in sent}
         dead = []
         for entity_id, error in failed.items():
             title = (error.get("title") or error.get("type")) if isinstance(error, dict) else None
-            dead.append(DeadLetter(f"NGSI-LD entity refused: {title or 'error'}", _dumps(error),
-                                   _dumps(by_id.get(entity_id, {"id": entity_id}))))
+            dead.append(DeadLetter(f"NGSI-LD entity refused: {title or 'error'}", compact_json(error),
+                                   compact_json(by_id.get(entity_id, {"id": entity_id}))))
         return SendResult.ok(tuple(dead))

@@ -1,50 +1,30 @@
 """Readings as the platform sees them: flat JSON objects, or SenML-JSON (RFC 8428).
 
 Every reading carries (device, boot, seq), so a platform can drop a reading it already has no matter
-how batches were cut, and its unit is written out even when the device left the default off the wire.
+how batches were cut, and its unit is written out even when the device left the default off the wire
+(the spool stores the resolved unit). The flat objects are rendered by the spool itself
+(gateway.spool.reads, ReadMode.JSON): `{"device", "boot", "seq", "name", "value", "unit", "time",
+"time_estimated"}`; this module wraps them into a body, and renders SenML from Python reports.
 """
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
-from gateway.spool import StoredReport
-from gateway.wire.model import Reading
+from gateway.spool import ReadMode, StoredReport
 from gateway.upstream.batch import Batch
-from gateway.wire.units import MEASUREMENTS
+from gateway.wire.model import Reading
 
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
-_DEFAULT_UNITS = {name: m.unit for name, m in MEASUREMENTS.items()}
-
-
-def unit_of(reading: Reading) -> str | None:
-    """The reading's unit. Decoded reports have their defaults filled in already; readings the gateway
-    makes itself (gateway.spool.Spool.submit_local) may leave it to the table."""
-    return reading.unit if reading.unit is not None else _DEFAULT_UNITS.get(reading.name)
+compact_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 
 def reading_time(report: StoredReport, reading: Reading) -> float:
     return report.time + reading.time_offset if reading.time_offset else report.time
 
 
-def reading_objects(reports: tuple[StoredReport, ...]) -> list[dict[str, Any]]:
-    """One JSON object per reading: device, boot, seq, name, value, unit, time, time_estimated."""
-    units = _DEFAULT_UNITS
-    out = []
-    append = out.append
-    for report in reports:
-        device, boot, seq, estimated, base = (report.device, report.boot, report.seq, report.time_estimated,
-                                              report.time)
-        for r in report.readings:
-            append({"device": device, "boot": boot, "seq": seq, "name": r.name, "value": r.value,
-                    "unit": r.unit if r.unit is not None else units.get(r.name),
-                    "time": base + r.time_offset if r.time_offset else base, "time_estimated": estimated})
-    return out
-
-
 def json_body(batch: Batch) -> bytes:
     """`{"batch": key, "readings": [...]}`: the key rides in the body too, for links without headers."""
-    return _dumps({"batch": batch.key, "readings": reading_objects(batch.reports)}).encode()
+    return f'{{"batch":"{batch.key}","readings":[{batch.objects_text()}]}}'.encode()
 
 
 def _senml_value(reading: Reading) -> tuple[str, float | int | bool | str]:
@@ -71,9 +51,8 @@ def senml_records(reports: tuple[StoredReport, ...]) -> list[dict[str, Any]]:
             if i == 0:
                 record["bn"] = f"{report.device}:"
                 record["bt"] = report.time
-            unit = unit_of(r)
-            if unit is not None:
-                record["u"] = unit
+            if r.unit is not None:
+                record["u"] = r.unit
             if r.time_offset:
                 record["t"] = r.time_offset
             record["boot"] = report.boot
@@ -85,11 +64,18 @@ def senml_records(reports: tuple[StoredReport, ...]) -> list[dict[str, Any]]:
 
 
 def senml_body(batch: Batch) -> bytes:
-    return _dumps(senml_records(batch.reports)).encode()
+    return compact_json(senml_records(batch.reports)).encode()
 
 
-# format name -> (render, content type)
-FORMATS: dict[str, tuple[Callable[[Batch], bytes], str]] = {
-    "json": (json_body, "application/json"),
-    "senml": (senml_body, "application/senml+json"),
+class Format(NamedTuple):
+    """A body format: what the sink reads from the spool, how it renders a batch, its content type."""
+
+    reads: ReadMode
+    render: Callable[[Batch], bytes]
+    content_type: str
+
+
+FORMATS: dict[str, Format] = {
+    "json": Format(ReadMode.JSON, json_body, "application/json"),
+    "senml": Format(ReadMode.REPORTS, senml_body, "application/senml+json"),
 }

@@ -9,7 +9,7 @@ import enum
 from dataclasses import dataclass
 from typing import Protocol
 
-from gateway.spool import DeadLetter
+from gateway.spool import DeadLetter, ReadMode
 from gateway.upstream.batch import Batch
 
 
@@ -43,9 +43,11 @@ class SendResult:
 
 
 class Sink(Protocol):
-    """An upstream destination. `name` is unique in the config and names the sink's cursor."""
+    """An upstream destination. `name` is unique in the config and names the sink's cursor; `reads`
+    says what its batches carry (Python reports, or reading objects the spool rendered as JSON)."""
 
     name: str
+    reads: ReadMode
 
     async def start(self) -> None:
         """Open what the sink needs (sessions, files); connection failures surface in `send`."""

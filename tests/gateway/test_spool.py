@@ -102,7 +102,7 @@ async def test_a_commit_takes_at_most_group_max_reports(tmp_path: Path) -> None:
 async def test_submits_wait_when_max_pending_are_uncommitted(tmp_path: Path) -> None:
     highest = 0
     async with Spool(config(tmp_path, max_pending=4)) as spool:
-        tasks = [asyncio.create_task(spool.submit(bin_report("bin-0042", 1, seq), RAW)) for seq in range(1, 201)]
+        tasks = [asyncio.ensure_future(spool.submit(bin_report("bin-0042", 1, seq), RAW)) for seq in range(1, 201)]
         while not all(t.done() for t in tasks):
             highest = max(highest, spool.stats().pending)
             await asyncio.sleep(0)
