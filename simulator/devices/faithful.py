@@ -86,10 +86,15 @@ class FaithfulStreet:
         self.server = SensorServer()
         self.faults = FaultPlayer(clock)
         self.devices: dict[str, FaithfulDevice] = {}
-        self.gateway_ports = {s.id: self.run_dir / "dev" / f"ttyKL-{s.id}" for s in self.specs if s.link == "serial"}
+        self.gateway_ports = {s.id: self.port_path(self.run_dir, s.id) for s in self.specs if s.link == "serial"}
         if any(s.link == "mqtt" for s in self.specs) and broker is None:
             raise ValueError("MQTT devices need a broker")
         self._tasks: list[asyncio.Task[None]] = []
+
+    @staticmethod
+    def port_path(run_dir: Path, device_id: str) -> Path:
+        """The stable path of a serial device's port (a symlink to the current pty, like /dev/serial/by-id/)."""
+        return Path(run_dir) / "dev" / f"ttyKL-{device_id}"
 
     def settings_for(self, spec: DeviceSpec) -> dict[str, int]:
         base = light_settings(self.clock.factor or 1.0, self.world.scenario.lights.interval_s) \

@@ -39,7 +39,7 @@ from typing import Callable
 EXIT_DEEPSLEEP = 64
 EXIT_RESET = 65
 LAUNCHER = Path(__file__).resolve().with_name("mpy") / "device_main.py"
-DEFAULT_HEAP = "64k"
+DEFAULT_HEAP = "128k"  # see the module docstring: the unix port is 64-bit, its objects twice an ESP32's
 CRASH_PAUSE_S = 1.0
 MAX_CRASHES = 5
 LOG_MAX_BYTES = 1 << 20

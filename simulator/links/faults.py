@@ -40,6 +40,7 @@ class FaultPlayer:
         self.applied: Counter[str] = Counter()
         self.ignored: Counter[str] = Counter()
         self._endings: dict[asyncio.Task[None], Callable[[], object]] = {}
+        self.on_event: Callable[[float, str | None, str], None] | None = None  # (t, device, kind), for views
 
     async def play(self, stream: EventStream, handlers: Mapping[str, Handler], until: float) -> None:
         """Apply each event of `stream` at its instant; returns when the next one is past `until`."""
@@ -54,6 +55,8 @@ class FaultPlayer:
                     self.ignored[event.kind] += 1
                     continue
                 self.applied[event.kind] += 1
+                if self.on_event is not None:
+                    self.on_event(event.t, event.device, event.kind)
                 end = handler(event)
                 if end is not None:
                     task = asyncio.ensure_future(self._end_at(event.t + event.duration_s, end))
