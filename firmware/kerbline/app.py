@@ -61,6 +61,15 @@ class App:
         self.link_errors = 0
         self.ping = False
         self.reboot = False
+        self.crashes = 0  # crashes before this boot (startup sets it); a healthy run clears them
+
+    def healthy(self):
+        """The run is healthy: the crashes before it no longer count towards safe mode."""
+        if self.crashes:
+            from kerbline import crashlog
+
+            crashlog.healthy()
+            self.crashes = 0
 
     def _resume(self):
         """True when this boot continues the one before a deep sleep; else a new boot number."""

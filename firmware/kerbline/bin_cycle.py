@@ -110,9 +110,7 @@ def run(app):
         wdt.feed()
         board.sleep_ms(_LOOP_MS)
     app.save()
-    from kerbline import crashlog
-
-    crashlog.healthy()
+    app.healthy()
     awake = board.ticks_diff(board.ticks_ms(), start)
     wake = [pins[name] for name in ("tilt", "lid") if name in pins and board.pin_value(pins[name]) == 0]
     board.deep_sleep(max(1000, cfg["interval"] * 1000 - awake), wake)

@@ -86,7 +86,6 @@ def run(app):
     wdt = board.watchdog(cfg["wdt_ms"])
     start = board.ticks_ms()
     sampled = reported = None
-    healthy = False
     while True:
         now = board.ticks_ms()
         if sampled is None or board.ticks_diff(now, sampled) >= cfg["sample_s"] * 1000:
@@ -104,9 +103,6 @@ def run(app):
         if app.reboot:
             board.reset()
         wdt.feed()
-        if not healthy and board.ticks_diff(now, start) >= cfg["healthy_s"] * 1000:
-            from kerbline import crashlog
-
-            crashlog.healthy()
-            healthy = True
+        if app.crashes and board.ticks_diff(now, start) >= cfg["healthy_s"] * 1000:
+            app.healthy()
         board.sleep_ms(_LOOP_MS)

@@ -46,7 +46,7 @@ def check_skip():
 
 
 def _prepare():
-    """(board, cfg, key) for the application, or None after entering safe mode."""
+    """(board, cfg, key, crashes so far) for the application, or None after entering safe mode."""
     from kerbline import config, crashlog
 
     try:
@@ -67,7 +67,7 @@ def _prepare():
 
         safemode.enter("%d crashes in a row, last: %s" % (crashes, crashlog.last()), cfg, board)
         return None
-    return board, cfg, config.take_key(cfg)
+    return board, cfg, config.take_key(cfg), crashes
 
 
 def main():
@@ -81,11 +81,12 @@ def main():
         drop("kerbline.config", "kerbline.crashlog", "kerbline.safemode")
         if ready is None:
             return
-        board, cfg, key = ready
+        board, cfg, key, crashes = ready
         ready = None
         from kerbline.app import App
 
         app = App(board, cfg, key)
+        app.crashes = crashes
         boot = app.state.boot
         if cfg["kind"] == "bin":
             from kerbline.bin_cycle import run

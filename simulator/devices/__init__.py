@@ -1,0 +1,1 @@
+"""Simulated devices: the hardware behind faithful devices (sensor_server) and the fleet."""

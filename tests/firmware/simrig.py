@@ -1,0 +1,122 @@
+"""A faithful device on the `sim` board, wired to a real sensor server and a real pty, for tests and bench.
+
+`SimRig` flashes a device root the way a technician's tool would (the compiled firmware, boot.py,
+main.py, /config.json), serves its hardware with `simulator.devices.sensor_server`, and plays the
+gateway's end of its serial line on the pty master: frames are decoded, each report's COSE tag checked
+under the device key and its payload parsed, and every report acked (unless `ack` is off). `boot()`
+runs one boot of the MicroPython unix-port process (boot.py then main.py, 64 KB heap) until it exits,
+as the simulator's device runner does; exit codes are the sim board's (64 deep-sleep wake, 65 reset).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import termios
+import tty
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kerbline.wire import command, cose, frame, report_parse
+from kerbline.wire.hmac256 import HmacKey
+from kerbline.wire.reject import Reject
+from simulator.devices.sensor_server import BenchHardware, SensorServer
+from tests.harness.micropython import prepare_micropython
+
+KEYS = {"bin-0042": "cd128f3348a040664141d96140729e1b738956419d7b367d4294e99e7e79b1eb",
+        "lamp-0117": "2679c1e7ff7de74fcf9f630f5a2ce9fc3d4153b270329e4c5e6c476a48467066"}
+BOOT_SCRIPT = """
+g = {"__name__": "__main__"}
+for name in ("boot.py", "main.py"):
+    with open("/" + name) as f:
+        source = f.read()
+    exec(compile(source, name, "exec"), g)
+"""
+
+
+@dataclass
+class Boot:
+    returncode: int
+    output: str
+
+
+@dataclass
+class SimRig:
+    root: Path
+    firmware: Path  # the compiled set (gateway.tools.firmware_build.build)
+    config: dict[str, Any]
+    hardware: BenchHardware = field(default_factory=BenchHardware)
+    heap: str = "64k"
+    ack: bool = True
+    reports: list[dict[str, Any]] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)
+    server: SensorServer = field(default_factory=SensorServer)
+    cid: int = 0
+
+    async def start(self) -> None:
+        await self.server.start()
+        self.master, self._slave = os.openpty()
+        tty.setraw(self._slave, termios.TCSANOW)
+        self.config.setdefault("board", "sim")
+        self.config["sim"] = {"host": "127.0.0.1", "port": self.server.port}
+        self.config["link"] = {"type": "serial", "pty": os.ttyname(self._slave)}
+        self.server.add_device({k: v for k, v in self.config.items() if k != "key"}, self.hardware)
+        self.flash()
+        self._key = HmacKey(bytes.fromhex(self.config["key"]))
+        self._sealer = cose.Sealer(self.config["id"], bytes.fromhex(self.config["key"]))
+        self._deframer = frame.Deframer(self._on_message, self.rejected.append)
+        os.set_blocking(self.master, False)
+        asyncio.get_running_loop().add_reader(self.master, self._on_bytes)
+
+    def flash(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(self.firmware, self.root, dirs_exist_ok=True)
+        (self.root / "config.json").write_text(json.dumps(self.config))
+
+    async def close(self) -> None:
+        asyncio.get_running_loop().remove_reader(self.master)
+        os.close(self.master)
+        os.close(self._slave)
+        await self.server.close()
+
+    def _on_bytes(self) -> None:
+        try:
+            data = os.read(self.master, 4096)
+        except BlockingIOError:
+            return
+        self._deframer.feed(data)
+
+    def _on_message(self, message: bytes) -> None:
+        try:
+            _, payload = cose.verify(message, lambda d: self._key, self.config["id"])
+            meaning = report_parse.parse(payload)
+        except Reject as e:
+            self.rejected.append(e.reason)
+            return
+        self.reports.append(meaning)
+        if self.ack:
+            self.send("ack", {command.A_BOOT: meaning["boot"], command.A_SEQ: meaning["seq"]})
+
+    def send(self, op: str, args: dict[Any, Any] | None = None) -> None:
+        """A command to the device, sealed under its key, framed onto its serial line."""
+        self.cid += 1
+        os.write(self.master, frame.encode(self._sealer.seal(command.encode(self.cid, op, args or {}))))
+
+    async def boot(self, timeout: float = 30.0) -> Boot:
+        """Run one boot until the process exits (deep sleep, reset, or main.py returning)."""
+        launch = prepare_micropython(BOOT_SCRIPT, heap=self.heap, vfs_root=self.root, firmware=None)
+        try:
+            proc = await asyncio.create_subprocess_exec(*launch.argv, env=launch.env, start_new_session=True,
+                                                        stdout=asyncio.subprocess.PIPE,
+                                                        stderr=asyncio.subprocess.STDOUT)
+            try:
+                out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+            except asyncio.TimeoutError:
+                proc.kill()
+                out, _ = await proc.communicate()
+                return Boot(-9, out.decode("utf-8", "replace") + "\n[killed: timeout]")
+            return Boot(proc.returncode if proc.returncode is not None else -1, out.decode("utf-8", "replace"))
+        finally:
+            launch.cleanup()
