@@ -12,7 +12,7 @@ import logging
 import sqlite3
 import time
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 from gateway.spool import reads
 from gateway.spool.config import SpoolConfig
@@ -332,7 +332,7 @@ class SpoolStore:
         return [dict(zip(names, row)) for row in rows]
 
 
-def _insert_rows(conn: sqlite3.Connection, insert: str, columns: int, rows: list[tuple[object, ...]]) -> None:
+def _insert_rows(conn: sqlite3.Connection, insert: str, columns: int, rows: Sequence[tuple[object, ...]]) -> None:
     """`insert` ("INSERT INTO t") for many rows, in multi-row statements."""
     for start in range(0, len(rows), _ROWS_PER_INSERT):
         chunk = rows[start:start + _ROWS_PER_INSERT]

@@ -75,11 +75,11 @@ class MqttSink:
         if self._client is None:
             cfg = self.config
             tls = ssl.create_default_context(cafile=str(cfg.ca_file) if cfg.ca_file else None) if cfg.tls else None
-            client = aiomqtt.Client(cfg.host, cfg.port, identifier=cfg.client_id or None, username=cfg.username,
-                                    password=cfg.password, tls_context=tls, keepalive=cfg.keepalive_s,
-                                    timeout=cfg.timeout_s)
-            await client.__aenter__()
-            self._client = client
+            # Held before connecting, so a connect cut short (timeout) is still torn down by _disconnect.
+            self._client = aiomqtt.Client(cfg.host, cfg.port, identifier=cfg.client_id or None,
+                                          username=cfg.username, password=cfg.password, tls_context=tls,
+                                          keepalive=cfg.keepalive_s, timeout=cfg.timeout_s)
+            await self._client.__aenter__()
             log.info("sink %s: connected to mqtt %s:%d", self.name, cfg.host, cfg.port)
         return self._client
 

@@ -92,15 +92,25 @@ def _bin_status(r: Reading) -> str | None:
     return None
 
 
+def _number(reading: Reading) -> float | int | None:
+    value = reading.value
+    return None if isinstance(value, (bool, str)) else value
+
+
+def _ratio(percent: float | int) -> float:
+    """A /100 reading as the models' 0..1 level, held to that range."""
+    return min(max(percent / 100, 0.0), 1.0)
+
+
 def _bin_attributes(report: StoredReport, attrs: dict[str, Any]) -> None:
     status, status_at = "ok", _iso(report.time)
     for r in report.readings:
         at = _iso(reading_time(report, r))
-        numeric = not isinstance(r.value, (bool, str))
-        if r.name == "fill" and numeric:
-            attrs["fillingLevel"] = _prop(min(max(r.value / 100, 0.0), 1.0), at)
-        elif r.name == "temp" and numeric:
-            attrs["temperature"] = _prop(r.value, at, "CEL")
+        value = _number(r)
+        if r.name == "fill" and value is not None:
+            attrs["fillingLevel"] = _prop(_ratio(value), at)
+        elif r.name == "temp" and value is not None:
+            attrs["temperature"] = _prop(value, at, "CEL")
         condition = _bin_status(r)
         if condition is not None and _BIN_STATUS_RANK[condition] > _BIN_STATUS_RANK[status]:
             status, status_at = condition, at
@@ -111,19 +121,21 @@ def _light_attributes(report: StoredReport, attrs: dict[str, Any]) -> None:
     status = "ok"
     for r in report.readings:
         at = _iso(reading_time(report, r))
-        numeric = not isinstance(r.value, (bool, str))
+        value = _number(r)
         if r.name == "lamp" and isinstance(r.value, bool):
             attrs["powerState"] = _prop("on" if r.value else "off", at)
-        elif r.name == "dim" and numeric:
-            attrs["illuminanceLevel"] = _prop(min(max(r.value / 100, 0.0), 1.0), at)
-        elif r.name == "power" and numeric:
-            attrs["powerConsumption"] = _prop(r.value, at, "WTT")
-        elif r.name == "volt" and numeric:
-            attrs["voltage"] = _prop(r.value, at, "VLT")
-        elif r.name == "curr" and numeric:
-            attrs["current"] = _prop(r.value / 1000, at, "AMP")
         elif r.name == "alarm" and r.value == "lamp_fail":
             status = "defectiveLamp"
+        elif value is None:
+            continue
+        elif r.name == "dim":
+            attrs["illuminanceLevel"] = _prop(_ratio(value), at)
+        elif r.name == "power":
+            attrs["powerConsumption"] = _prop(value, at, "WTT")
+        elif r.name == "volt":
+            attrs["voltage"] = _prop(value, at, "VLT")
+        elif r.name == "curr":
+            attrs["current"] = _prop(value / 1000, at, "AMP")
     attrs["status"] = _prop(status, _iso(report.time))
 
 

@@ -3,12 +3,14 @@ reports thinned, alarms kept), cursors, dead letters, and what happens when the 
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
+import struct
 from pathlib import Path
 
 import pytest
 
-from gateway.spool import DeadLetter, Spool, SpoolConfig, SpoolError, SubmitResult
+from gateway.spool import DeadLetter, ReadMode, Spool, SpoolConfig, SpoolError, SubmitResult
 from gateway.spool.dedup import MAX_ABOVE, MAX_BOOTS, DedupIndex, SeqWindow
 from gateway.wire.model import Reading
 from tests.harness.reports import BASE_TIME, bin_report, report
@@ -278,3 +280,28 @@ def test_old_boots_are_forgotten_and_refused() -> None:
     assert index.seen("bin-0042", 1, 99) and not index.accept("bin-0042", 2, 5)
     assert index.accept("bin-0042", 3, 2)  # the oldest boot still tracked
     assert index.next_seq("bin-0042", 3) == 3
+
+
+async def test_reading_objects_rendered_by_the_spool(tmp_path: Path) -> None:
+    light = report("lamp-0117", 2, 5, ("lamp", False), ("alarm", "lamp_fail"), ("curr", 0.10000000149011612))
+    light = type(light)(light.device, light.boot, light.seq, light.time, light.uptime,
+                        light.readings + (Reading("energy", 1200, "Wh", 2.5, True),))
+    async with Spool(config(tmp_path)) as spool:
+        await spool.submit(light, RAW)
+        await spool.submit(report("bin-0042", 1, 1, ("temp", 21.5), time=None, uptime=10), RAW,
+                           arrival_ns=1_800_000_000_123_456_000)
+        objects = await spool.read(0, 100, 1 << 20, mode=ReadMode.JSON)
+        lines = await spool.read(0, 100, 1 << 20, mode=ReadMode.LINES)
+    assert objects.reports == () and objects.arrivals[1] == 1_800_000_000_123_456_000
+    got = json.loads(f"[{objects.text}]")
+    assert got == [json.loads(line) for line in lines.text.split("\n")]
+    common = {"device": "lamp-0117", "boot": 2, "seq": 5, "time_estimated": False}
+    assert got[:4] == [
+        {**common, "name": "lamp", "value": False, "unit": None, "time": BASE_TIME},
+        {**common, "name": "alarm", "value": "lamp_fail", "unit": None, "time": BASE_TIME},
+        {**common, "name": "curr", "value": got[2]["value"], "unit": "mA", "time": BASE_TIME},
+        {**common, "name": "energy", "value": 1200, "unit": "Wh", "time": BASE_TIME + 2.5},
+    ]
+    assert struct.pack("<f", got[2]["value"]) == struct.pack("<f", 0.10000000149011612)  # float32 kept
+    assert got[4] == {"device": "bin-0042", "boot": 1, "seq": 1, "name": "temp", "value": 21.5, "unit": "Cel",
+                      "time": pytest.approx(1_800_000_000.123456, abs=1e-5), "time_estimated": True}

@@ -56,9 +56,9 @@ async def test_sigkill_between_submit_and_commit_loses_nothing_acknowledged(tmp_
         while len(acked) < 3000:
             line = child.stdout.readline()
             assert line, child.stderr.read() if child.stderr else "child ended"
-            seq, result = line.split()
+            number, result = line.split()
             assert result == b"stored"
-            acked.append(int(seq))
+            acked.append(int(number))
         child.send_signal(signal.SIGKILL)
         rest, _ = child.communicate(timeout=30)
     finally:
@@ -74,8 +74,8 @@ async def test_sigkill_between_submit_and_commit_loses_nothing_acknowledged(tmp_
     assert set(acked) <= stored
 
     async with Spool(SpoolConfig(db)) as spool:
-        for seq in acked[-300:]:
-            assert await spool.submit(bin_report("bin-0042", 1, seq), b"resend") is SubmitResult.DUPLICATE
+        for acked_seq in acked[-300:]:
+            assert await spool.submit(bin_report("bin-0042", 1, acked_seq), b"resend") is SubmitResult.DUPLICATE
         # Reports that were never acknowledged are stored now when new, and duplicates when committed.
         nxt = max(stored) + 1
         assert await spool.submit(bin_report("bin-0042", 1, nxt), b"resend") is SubmitResult.STORED

@@ -34,7 +34,7 @@ def seqs(platform: Platform) -> list[list[int]]:
     """Per accepted request, the seqs of the reports in it."""
     out = []
     for req in platform.accepted():
-        batch = []
+        batch: list[int] = []
         for reading in req.json()["readings"]:
             if not batch or batch[-1] != reading["seq"]:
                 batch.append(reading["seq"])

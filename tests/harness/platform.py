@@ -8,6 +8,7 @@ the default (204). Runs in the caller's event loop (tests, bench scripts, end-to
 from __future__ import annotations
 
 import asyncio
+import asyncio.base_events
 import json
 import ssl
 from collections import deque
@@ -80,7 +81,7 @@ class Platform:
         site = web.TCPSite(self._runner, HOST, self.port, ssl_context=self.ssl_context)
         await site.start()
         server = site._server
-        assert server is not None
+        assert isinstance(server, asyncio.base_events.Server)
         self.port = server.sockets[0].getsockname()[1]
         return self
 

@@ -20,6 +20,7 @@ def report(device: str, boot: int, seq: int, *values: tuple[str, float | int | b
 
 def bin_report(device: str, boot: int, seq: int, fill: int = 42, *alarms: str) -> Report:
     """A bin report (fill, dist, temp, batt), with `alarm` records appended."""
-    values = [("fill", fill), ("dist", 1234), ("temp", 21.5), ("batt", 3712)]
+    values: list[tuple[str, float | int | bool | str]] = [("fill", fill), ("dist", 1234), ("temp", 21.5),
+                                                          ("batt", 3712)]
     values += [("alarm", alarm) for alarm in alarms]
     return report(device, boot, seq, *values, time=BASE_TIME + seq)
