@@ -59,6 +59,13 @@ class NotifySocket:
         self.received.append(note)
         return note
 
+    def next(self, timeout: float) -> Notification:
+        """The next datagram; AssertionError when none came within `timeout` seconds."""
+        note = self.receive(timeout)
+        if note is None:
+            raise AssertionError(f"no notification within {timeout} s")
+        return note
+
     def wait_for(self, match: Callable[[Notification], bool], timeout: float) -> Notification:
         """The first datagram from now on that `match`es; AssertionError (with what came) after `timeout`."""
         end = time.monotonic() + timeout

@@ -137,7 +137,9 @@ def test_unit_is_a_supervised_confined_notify_service() -> None:
     assert service["SystemCallFilter"][0] == "@system-service"
     assert service["ExecStart"] == [f"{LIVE_PREFIX}/venv/bin/kerbline-gateway run --config /etc/kerbline/gateway.toml"]
     # the drain must fit in the stop timeout: [shutdown] drain_s in the example, TimeoutStopSec here
-    drain = float(re.search(r"^drain_s = ([\d.]+)", (ROOT / "deploy/gateway.toml").read_text(), re.M).group(1))
+    found = re.search(r"^drain_s = ([\d.]+)", (ROOT / "deploy/gateway.toml").read_text(), re.M)
+    assert found
+    drain = float(found.group(1))
     assert drain < int(service["TimeoutStopSec"][0].rstrip("s")) / 2
     assert unit["Install.WantedBy"] == ["multi-user.target"]
 

@@ -42,8 +42,8 @@ def test_notifications_reach_the_socket(notify_socket: NotifySocket) -> None:
     assert notifier.watchdog()
     assert notifier.status("backlog=3\nmqtt=up")
     assert notifier.stopping()
-    got = [notify_socket.receive(2.0) for _ in range(4)]
-    assert [n.fields for n in got if n is not None] == [
+    got = [notify_socket.next(2.0) for _ in range(4)]
+    assert [n.fields for n in got] == [
         {"READY": "1", "STATUS": "starting done"},
         {"WATCHDOG": "1"},
         {"STATUS": "backlog=3 mqtt=up"},  # one line: a newline would start a new KEY=VALUE
@@ -79,7 +79,7 @@ def test_supervisor_gone_drops_and_counts_then_recovers(tmp_path: Path, caplog: 
     lines = [r.getMessage() for r in caplog.records]
     # one line when it starts failing, one when it works again, not one per dropped datagram
     assert lines == ["cannot notify systemd; notifications dropped until it listens again", "notifying systemd again"]
-    assert receiver.receive(2.0) is not None
+    assert receiver.next(2.0)
     receiver.close()
     notifier.close()
 
@@ -116,25 +116,25 @@ def test_pings_only_while_every_stage_progresses(notify_socket: NotifySocket,
     assert dog.period_s == 2.0 and dog.stall_after_s == 4.0
 
     assert dog.tick()
-    assert notify_socket.receive(2.0).fields == {"WATCHDOG": "1", "STATUS": "backlog=7 mqtt=up"}
+    assert notify_socket.next(2.0).fields == {"WATCHDOG": "1", "STATUS": "backlog=7 mqtt=up"}
 
     ages["sink:platform"] = 4.0  # at the bound: still pinging
     assert dog.tick()
-    assert "WATCHDOG" in notify_socket.receive(2.0)
+    assert "WATCHDOG" in notify_socket.next(2.0)
 
     ages["sink:platform"] = 5.0  # past it
     with caplog.at_level(logging.INFO, "gateway.watchdog"):
         assert not dog.tick()
         assert not dog.tick()  # logged once, not on every round
-        note = notify_socket.receive(2.0)
+        note = notify_socket.next(2.0)
         assert "WATCHDOG" not in note
         assert note.get("STATUS") == "stalled: sink:platform 5 s; backlog=7 mqtt=up"
-        notify_socket.receive(2.0)
+        notify_socket.next(2.0)
 
         ages["sink:platform"] = 0.0  # it moved again: pings resume
         assert dog.tick()
-    assert "WATCHDOG" in notify_socket.receive(2.0)
-    messages = [(r.levelname, r.getMessage(), r.kerbline_fields.get("stage")) for r in caplog.records]
+    assert "WATCHDOG" in notify_socket.next(2.0)
+    messages = [(r.levelname, r.getMessage(), getattr(r, "kerbline_fields")["stage"]) for r in caplog.records]
     assert messages == [
         ("ERROR", "stage made no progress; watchdog pings stop, so systemd restarts the gateway", "sink:platform"),
         ("WARNING", "stage moving again; watchdog pings resume", "sink:platform"),
@@ -157,7 +157,7 @@ def test_without_watchdog_interval_only_status_is_sent(notify_socket: NotifySock
     dog = Watchdog(Notifier(notify_socket.env), lambda: {}, lambda: "backlog=0", interval_s=None)
     assert dog.period_s == STATUS_EVERY_S
     assert not dog.tick()
-    assert notify_socket.receive(2.0).fields == {"STATUS": "backlog=0"}
+    assert notify_socket.next(2.0).fields == {"STATUS": "backlog=0"}
 
 
 async def test_ready_then_pings_on_the_loop_then_stopping(notify_socket: NotifySocket) -> None:

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -48,6 +49,13 @@ async def wait_note(notify: NotifySocket, match: Callable[[Notification], bool],
 def backlog(note: Notification) -> int | None:
     found = re.search(r"\bbacklog=(\d+)", note.get("STATUS"))
     return int(found.group(1)) if found else None
+
+
+def sigterm(gw: GatewayProcess) -> subprocess.Popen[bytes]:
+    """What `systemctl stop` does first."""
+    assert gw.proc is not None
+    gw.proc.send_signal(signal.SIGTERM)
+    return gw.proc
 
 
 async def publish(broker: Mosquitto, seqs: range) -> None:
@@ -89,10 +97,10 @@ async def test_ready_pings_at_half_the_interval_status_carries_the_backlog_sigte
             assert "mqtt=up" in held.get("STATUS") and "sinks=platform:retrying" in held.get("STATUS")
 
             platform.default = Answer(204)  # the platform recovers; the gateway is stopped before it catches up
-            gw.proc.send_signal(signal.SIGTERM)
+            proc = sigterm(gw)
             stopping = await wait_note(notify, lambda n: "STOPPING" in n)
             assert stopping.get("STOPPING") == "1" and stopping.get("STATUS").startswith("stopping: ")
-            code = await asyncio.to_thread(gw.proc.wait, 30)
+            code = await asyncio.to_thread(proc.wait, 30)
             assert code == 0, gw.log()
             after = await asyncio.to_thread(notify.collect, 0.2)
             assert not any("WATCHDOG" in n for n in after)
@@ -138,9 +146,9 @@ async def test_a_hung_sink_stops_the_pings_and_a_recovered_one_earns_them_back(
             readings = [json.loads(line) for line in os.read(reader, 1 << 16).decode().splitlines()]
             assert report_keys(readings) == [(DEVICE, 1, seq) for seq in range(1, 4)]
 
-            gw.proc.send_signal(signal.SIGTERM)
+            proc = sigterm(gw)
             await wait_note(notify, lambda n: "STOPPING" in n)
-            assert await asyncio.to_thread(gw.proc.wait, 30) == 0, gw.log()
+            assert await asyncio.to_thread(proc.wait, 30) == 0, gw.log()
         finally:
             if reader >= 0:
                 os.close(reader)
