@@ -1,8 +1,9 @@
-"""The real gateway process under a real NOTIFY_SOCKET, as systemd runs it (`Type=notify`, `WatchdogSec=`).
+"""The gateway under a real NOTIFY_SOCKET, as systemd runs it (`Type=notify`, `WatchdogSec=`).
 
-The test plays systemd: it binds the datagram socket, passes `NOTIFY_SOCKET` and `WATCHDOG_USEC`, and
-reads what the gateway says. Devices publish through a real mosquitto; upstream is a real HTTP server
-(the platform stand-in) or a JSON Lines file.
+The test plays systemd: it binds the datagram socket, passes `NOTIFY_SOCKET` and `WATCHDOG_USEC` to a
+real `python -m gateway run` process, and reads what the gateway says. Devices publish through a real
+mosquitto; upstream is a real HTTP server (the platform stand-in) or a JSON Lines file. The dead serial
+reader is staged in-process (the port's task cancelled), since no input makes a healthy reader die.
 """
 from __future__ import annotations
 
@@ -18,8 +19,11 @@ from pathlib import Path
 import pytest
 
 from gateway.ingest.mqtt5 import ConnectOptions, MqttConnection
+from gateway.sdnotify import Notifier
+from gateway.service import Gateway
+from gateway.watchdog import Watchdog, describe
 from tests.deploy.notify_socket import Notification, NotifySocket
-from tests.gateway.rig import GatewayProcess, config_text, report_keys, sealed_report, write_registry
+from tests.gateway.rig import GatewayProcess, Pty, config_text, make_config, report_keys, sealed_report, write_registry
 from tests.harness.mosquitto import Mosquitto
 from tests.harness.platform import Answer, Platform
 
@@ -152,3 +156,26 @@ async def test_a_hung_sink_stops_the_pings_and_a_recovered_one_earns_them_back(
         finally:
             if reader >= 0:
                 os.close(reader)
+
+
+async def test_a_dead_serial_reader_stops_the_pings(tmp_path: Path, notify: NotifySocket) -> None:
+    """The gateway in this process with one serial port on a pty; the port's task is cancelled, as if it
+    had died of a bug: the port stops stamping its progress, so the watchdog stops pinging and names it."""
+    write_registry(tmp_path / "registry.toml", [DEVICE])
+    pty = Pty()
+    gateway = Gateway(make_config(tmp_path, serial=[pty.path], extra=FAST_STAGES))
+    watchdog = Watchdog(Notifier(notify.env), gateway.liveness, lambda: describe(gateway), interval_s=1.0)
+    await gateway.start()
+    try:
+        watchdog.ready()
+        await wait_note(notify, lambda n: "WATCHDOG" in n and "serial=1/1" in n.get("STATUS"))
+        reader = next(t for t in asyncio.all_tasks() if t.get_name() == f"serial {pty.path}")
+        reader.cancel()
+        stalled = await wait_note(notify, lambda n: "stalled" in n.get("STATUS"))
+        assert "WATCHDOG" not in stalled and stalled.get("STATUS").startswith("stalled: serial "), stalled.fields
+        quiet = await asyncio.to_thread(notify.collect, 1.25)
+        assert quiet and not any("WATCHDOG" in n for n in quiet)
+    finally:
+        watchdog.close()
+        await gateway.stop()
+        pty.close()
