@@ -58,7 +58,7 @@ mkdir -p "$root$PREFIX"
 # shellcheck disable=SC2086
 "$build/bin/python" -m pip install --quiet --disable-pip-version-check --no-compile $PIP_ARGS "$SRC"
 # Scripts and activate files name the directory they were made in; make them name the final one.
-grep -rlIF "$build" "$build/bin" "$build/pyvenv.cfg" | while read -r file; do
+{ grep -rlIF "$build" "$build/bin" "$build/pyvenv.cfg" || true; } | while read -r file; do
     sed -i "s#$build#$venv#g" "$file"
 done
 # Compiled once here, with the final paths in tracebacks: under ProtectSystem=strict the service
