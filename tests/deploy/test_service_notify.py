@@ -40,8 +40,10 @@ def notify(tmp_path: Path) -> Iterator[NotifySocket]:
 
 
 def supervised(monkeypatch: pytest.MonkeyPatch, notify: NotifySocket, watchdog_s: float) -> None:
-    """The environment systemd gives a `Type=notify` service with `WatchdogSec=watchdog_s`."""
+    """The environment systemd gives a `Type=notify` service with `WatchdogSec=watchdog_s` whose output
+    goes to the journal."""
     monkeypatch.setenv("NOTIFY_SOCKET", notify.env)
+    monkeypatch.setenv("JOURNAL_STREAM", "8:123456")  # device:inode of the journal's stream socket
     monkeypatch.setenv("WATCHDOG_USEC", str(int(watchdog_s * 1_000_000)))
     monkeypatch.delenv("WATCHDOG_PID", raising=False)  # systemd sets it to the main pid; unknown before the start
 
@@ -62,11 +64,16 @@ def sigterm(gw: GatewayProcess) -> subprocess.Popen[bytes]:
     return gw.proc
 
 
-async def publish(broker: Mosquitto, seqs: range) -> None:
+async def publish(broker: Mosquitto, seqs: range, forged: int = 0) -> None:
+    """Reports `seqs` from DEVICE, then `forged` more with a broken MAC."""
     conn = await MqttConnection.open(broker.host, broker.port, ConnectOptions("test-device", clean_start=True),
                                      lambda *a: None)
     for seq in seqs:
         await conn.publish(f"kerbline/v1/{DEVICE}/up", sealed_report(DEVICE, 1, seq))
+    for seq in range(seqs.stop, seqs.stop + forged):
+        message = bytearray(sealed_report(DEVICE, 1, seq))
+        message[-1] ^= 1
+        await conn.publish(f"kerbline/v1/{DEVICE}/up", bytes(message))
     await conn.disconnect()
 
 
@@ -95,7 +102,7 @@ async def test_ready_pings_at_half_the_interval_status_carries_the_backlog_sigte
             assert all(n.get("WATCHDOG") == "1" and backlog(n) == 0 for n in pings)
 
             await wait_note(notify, lambda n: "mqtt=up" in n.get("STATUS"))  # subscribed: nothing published is missed
-            await publish(mosquitto, range(1, 21))
+            await publish(mosquitto, range(1, 21), forged=1)
             held = await wait_note(notify, lambda n: backlog(n) == 20)
             assert "WATCHDOG" in held, held.fields  # a sink that retries is alive
             assert "mqtt=up" in held.get("STATUS") and "sinks=platform:retrying" in held.get("STATUS")
@@ -111,7 +118,15 @@ async def test_ready_pings_at_half_the_interval_status_carries_the_backlog_sigte
 
         readings = [r for req in platform.accepted() for r in req.json()["readings"]]
         assert report_keys(readings) == [(DEVICE, 1, seq) for seq in range(1, 21)]
-        assert "upstream_drained=True" in gw.log()
+        # journald's form: one line per event, its priority first (no timestamp, no colour), the device
+        # and the reason as fields
+        lines = gw.log().splitlines()
+        assert lines and all(re.fullmatch(r"<[2-7]>level=\w+ logger=[\w.]+ msg=\S.*", line) for line in lines), lines
+        assert not any("\x1b" in line for line in lines)
+        rejected = [line for line in lines if "msg=rejected" in line]
+        assert len(rejected) == 1 and rejected[0].startswith("<4>level=warning ")
+        assert f"device={DEVICE} reason=bad_tag link=mqtt" in rejected[0]
+        assert any(line.startswith("<6>") and "upstream_drained=True" in line for line in lines)
 
 
 async def test_a_hung_sink_stops_the_pings_and_a_recovered_one_earns_them_back(
