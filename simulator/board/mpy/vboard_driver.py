@@ -167,6 +167,7 @@ class _Flash:
     # subclass: the import system does not find modules through a VfsPosix subclass.
     def __init__(self, root):
         self._fs = vfs.VfsPosix(root)
+        self._root = root.rstrip("/")
 
     def ilistdir(self, path):
         base = path if not path or path.endswith("/") else path + "/"
@@ -199,7 +200,15 @@ class _Flash:
         self._fs.remove(path)
 
     def rename(self, old, new):
-        self._fs.rename(old, new)
+        # VfsPosix(root).rename fails on two absolute paths (unix port 1.28: the second path overwrites the
+        # first in a shared buffer), so rename through a root-less VfsPosix on host paths, as
+        # tests/harness/mp_rooted_vfs.py does.
+        vfs.VfsPosix().rename(self._host(old), self._host(new))
+
+    def _host(self, path):
+        if not path.startswith("/"):
+            path = self._fs.getcwd().rstrip("/") + "/" + path
+        return self._root + path
 
     def chdir(self, path):
         self._fs.chdir(path)
