@@ -18,8 +18,9 @@ from pathlib import Path
 FIRMWARE_DIR = Path(__file__).resolve().parents[2] / "firmware"
 SOURCE_ONLY = frozenset({"boot.py", "main.py"})
 # MicroPython-subset modules that a device never imports (checking received reports, for the simulator
-# and the tests): compiled for the tests, left off a board's flash.
-HOST_ONLY = frozenset({"kerbline/wire/report_parse.py"})
+# and the tests; the self-test, which the technician's tools send over the REPL when asked): compiled
+# for the tests, left off a board's flash.
+HOST_ONLY = frozenset({"kerbline/wire/report_parse.py", "kerbline/selftest.py"})
 
 
 class BuildError(RuntimeError):

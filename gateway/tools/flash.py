@@ -137,7 +137,7 @@ def flash(opts: FlashOptions, steps: Steps | None = None) -> FlashResult:
             step.done("not waited for (--no-wait)")
         else:
             try:
-                result.first_report = _wait_first(opts, watcher, step)
+                result.first_report = _wait_first(opts, watcher, step, plan.boot_before)
             finally:
                 watcher.close()
     return result
@@ -179,6 +179,7 @@ class _Plan:
     mkdirs: list[str]
     rmdirs: list[str]
     unchanged: int
+    boot_before: int | None  # the boot counter the board starts from (its reports above it are new)
 
 
 def _wanted(files: list[BuiltFile], config: dict[str, Any], private: Path) -> dict[str, tuple[Path, str, int]]:
@@ -209,8 +210,10 @@ def _plan(opts: FlashOptions, wanted: dict[str, tuple[Path, str, int]], inv: Inv
         removes += [name for name in DEVICE_STATE if name in inv.root]
     elif opts.rotate_key and QUEUE in inv.root:
         removes.append(QUEUE)
+    boot_before = int(inv.boot_count) if inv.boot_count and inv.boot_count.isdigit() else None
     if inv.boot_count is None or foreign:
-        data = b"%d\n" % boot_floor()
+        boot_before = boot_floor()
+        data = b"%d\n" % boot_before
         path = private / BOOT_COUNT
         path.write_bytes(data)
         wanted[BOOT_COUNT] = (path, hashlib.sha256(data).hexdigest(), len(data))
@@ -225,7 +228,7 @@ def _plan(opts: FlashOptions, wanted: dict[str, tuple[Path, str, int]], inv: Inv
     copies = sorted((p for p in wanted if inv.files.get(p) != wanted[p][1]), key=lambda p: (p == CONFIG, p))
     return _Plan(expected={p: w[1] for p, w in wanted.items()}, local={p: w[0] for p, w in wanted.items()},
                  size={p: w[2] for p, w in wanted.items()}, copies=copies, removes=removes, mkdirs=mkdirs,
-                 rmdirs=rmdirs, unchanged=len(wanted) - len(copies))
+                 rmdirs=rmdirs, unchanged=len(wanted) - len(copies), boot_before=boot_before)
 
 
 def _rmdir_args(dirs: list[str]) -> list[str]:
@@ -282,7 +285,10 @@ def _watch(opts: FlashOptions, device: Device, config: dict[str, Any]) -> Serial
                         "overrides the device's address); give the gateway's --mqtt-user and password") from None
 
 
-def _wait_first(opts: FlashOptions, watcher: SerialWatcher | MqttWatcher, step: Any) -> Any:
+def _wait_first(opts: FlashOptions, watcher: SerialWatcher | MqttWatcher, step: Any, boot_before: int | None) -> Any:
+    """The first verified report (or live `online`). Without acks from us the device sends its queue oldest
+    first, so after a re-flash the first one may be from before; it is still sent by the new firmware
+    under the registry key, and is marked as such (acking it here would take it from the gateway)."""
     console = _console(opts.port)
     start = time.monotonic()
     deadline = start + opts.wait_s
@@ -298,7 +304,9 @@ def _wait_first(opts: FlashOptions, watcher: SerialWatcher | MqttWatcher, step: 
                 break
             event = watcher.get(min(left, 0.1))
             if isinstance(event, Got):
-                step.done(f"after {time.monotonic() - start:.1f} s: {format_report(event.report)}")
+                queued = boot_before is not None and event.report.boot <= boot_before
+                step.done(f"after {time.monotonic() - start:.1f} s: {format_report(event.report)}"
+                          f"{' (queued before this flash, sent by the new firmware)' if queued else ''}")
                 return event.report
             if isinstance(event, State):
                 if event.value == "online" and not event.retained:
