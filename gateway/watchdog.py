@@ -4,7 +4,8 @@ A process that is alive is not necessarily working: a batcher stuck on a hung wr
 reader whose task died, leave the event loop spinning happily. So the ping is earned, not automatic.
 The service's liveness hook (`Gateway.liveness()`) says, per stage, how many seconds ago it last got
 through a round of work or, idle, a round of waiting; every half watchdog interval this module reads it
-and pings only if no stage is older than `stall_after_s` (by default the watchdog interval itself). The pinger is a task on the event loop, so a blocked loop stops the pings too.
+and pings only if no stage is older than `stall_after_s` (by default the watchdog interval itself).
+The pinger is a task on the event loop, so a blocked loop stops the pings too.
 
 A stalled stage is named in a log line and in `STATUS=` (which `systemctl status` shows); systemd then
 kills the gateway at `WatchdogSec` after the last ping and `Restart=on-failure` starts it again. A stage

@@ -39,14 +39,18 @@ def digest(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def verify_unit(unit: Path, root: Path, tmp: Path) -> str:
-    """`systemd-analyze verify` on a copy of `unit` whose /opt/kerbline points into `root`; its stderr."""
-    folder = tmp / "verify"
+def relocated(unit: Path, root: Path, folder: Path, prefix: str = LIVE_PREFIX) -> Path:
+    """A copy of `unit` in `folder` (under the unit's own name) whose `prefix` points into `root`."""
     folder.mkdir(exist_ok=True)
     copy = folder / UNIT
-    copy.write_text(unit.read_text().replace(LIVE_PREFIX, f"{root}{LIVE_PREFIX}"))
-    done = subprocess.run(["systemd-analyze", "verify", str(copy)], capture_output=True, text=True, timeout=60,
-                          cwd=folder)
+    copy.write_text(unit.read_text().replace(prefix, f"{root}{prefix}"))
+    return copy
+
+
+def verify(unit: Path) -> str:
+    """`systemd-analyze verify` must pass; its stderr (warnings such as unknown keys go there)."""
+    done = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60,
+                          cwd=unit.parent)
     assert done.returncode == 0, done.stderr
     return done.stderr
 
@@ -80,8 +84,9 @@ def test_files_laid_out_as_documented(installed: Path) -> None:
     conf = root / "etc/kerbline"
     assert (root / "etc/systemd/system" / UNIT).read_text() == (ROOT / "deploy" / UNIT).read_text()
     assert mode(root / "etc/systemd/system" / UNIT) == 0o644
-    assert (conf / "gateway.toml").read_bytes() == (ROOT / "deploy/gateway.toml").read_bytes()
-    assert (root / "opt/kerbline/share/gateway.toml.example").read_bytes() == (ROOT / "deploy/gateway.toml").read_bytes()
+    example = (ROOT / "deploy/gateway.toml").read_bytes()
+    assert (conf / "gateway.toml").read_bytes() == example
+    assert (root / "opt/kerbline/share/gateway.toml.example").read_bytes() == example
     assert (root / "opt/kerbline/share/doc/operations.md").read_bytes() == (ROOT / "docs/operations.md").read_bytes()
     assert mode(conf) == 0o750 and mode(conf / "gateway.toml") == 0o640 and mode(conf / "registry.toml") == 0o640
     assert mode(root / "var/lib/kerbline") == 0o750 and not any((root / "var/lib/kerbline").iterdir())
@@ -111,14 +116,14 @@ def test_installed_venv_runs_the_gateway_from_itself(installed: Path, tmp_path: 
 
 
 def test_unit_passes_systemd_analyze_verify(installed: Path, tmp_path: Path) -> None:
-    assert verify_unit(installed / "etc/systemd/system" / UNIT, installed, tmp_path) == ""
+    assert verify(relocated(installed / "etc/systemd/system" / UNIT, installed, tmp_path)) == ""
 
 
 def test_verify_reports_a_wrong_key(installed: Path, tmp_path: Path) -> None:
     """The check above can fail: a misspelt key is reported (on stderr; verify still exits 0 for it)."""
-    broken = tmp_path / UNIT
-    broken.write_text((installed / "etc/systemd/system" / UNIT).read_text().replace("Restart=", "Restrat="))
-    assert "Unknown key 'Restrat'" in verify_unit(broken, installed, tmp_path)
+    unit = relocated(installed / "etc/systemd/system" / UNIT, installed, tmp_path)
+    unit.write_text(unit.read_text().replace("Restart=", "Restrat="))
+    assert "Unknown key 'Restrat'" in verify(unit)
 
 
 def test_unit_is_a_supervised_confined_notify_service() -> None:
@@ -147,8 +152,7 @@ def test_unit_is_a_supervised_confined_notify_service() -> None:
 def test_unit_exposure_score(installed: Path, tmp_path: Path) -> None:
     """systemd's own rating of the confinement (0 = fully confined, 10 = not at all); a service that
     must reach serial devices and the network cannot get to 0. Measured 1.5 with this unit."""
-    copy = tmp_path / UNIT
-    copy.write_text((installed / "etc/systemd/system" / UNIT).read_text().replace(LIVE_PREFIX, f"{installed}{LIVE_PREFIX}"))
+    copy = relocated(installed / "etc/systemd/system" / UNIT, installed, tmp_path)
     done = subprocess.run(["systemd-analyze", "security", "--offline=yes", "--no-pager", str(copy)],
                           capture_output=True, text=True, timeout=60, cwd=tmp_path)
     score = re.search(r"Overall exposure level for \S+: ([\d.]+)", done.stdout)
@@ -197,12 +201,7 @@ def test_prefix_moves_the_venv_and_the_unit_follows(tmp_path: Path) -> None:
     assert "/opt/kerbline" not in text
     assert "ExecStart=/srv/kerbline/venv/bin/kerbline-gateway run --config /etc/kerbline/gateway.toml" in text
     assert (root / "srv/kerbline/venv/bin/kerbline-gateway").read_text().startswith("#!/srv/kerbline/venv/bin/python\n")
-    copy = tmp_path / "verify" / UNIT
-    copy.parent.mkdir()
-    copy.write_text(text.replace("/srv/kerbline", f"{root}/srv/kerbline"))
-    done = subprocess.run(["systemd-analyze", "verify", str(copy)], capture_output=True, text=True, timeout=60,
-                          cwd=copy.parent)
-    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert verify(relocated(unit, root, tmp_path / "verify", "/srv/kerbline")) == ""
 
 
 @pytest.mark.parametrize("prefix", ["/", "relative/path"])

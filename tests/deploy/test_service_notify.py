@@ -138,7 +138,8 @@ async def test_a_hung_sink_stops_the_pings_and_a_recovered_one_earns_them_back(
     fifo = tmp_path / "out" / "readings.jsonl"
     fifo.parent.mkdir()
     os.mkfifo(fifo)
-    sinks = f'[[sinks]]\ntype = "jsonl"\nname = "file"\npath = "{fifo}"\nfsync = false\n[sinks.batch]\nwindow_s = 0.05\n'
+    sinks = (f'[[sinks]]\ntype = "jsonl"\nname = "file"\npath = "{fifo}"\nfsync = false\n'
+             "[sinks.batch]\nwindow_s = 0.05\n")
     config = tmp_path / "gateway.toml"
     config.write_text(config_text(tmp_path, mqtt_port=mosquitto.port, sinks=sinks, extra=FAST_STAGES))
     watchdog_s = 2.0
