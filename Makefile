@@ -5,7 +5,7 @@ PYTEST := $(PY) -m pytest
 # Extra pytest arguments, e.g. `make test PYTEST_ARGS="-k broker -x"`.
 PYTEST_ARGS ?=
 
-.PHONY: bootstrap test test-all soak demo bench clean install-gateway uninstall-gateway
+.PHONY: bootstrap test test-all soak demo bench clean install-gateway uninstall-gateway flash selftest monitor ports
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -39,6 +39,22 @@ install-gateway:
 
 uninstall-gateway:
 	@bash scripts/uninstall-gateway.sh
+
+# The technician's tools (docs/technician.md), e.g. `make flash PORT=/dev/ttyUSB0 DEVICE=bin-0042
+# LINK_PORT=/dev/ttyUSB1`; the registry comes from REGISTRY=, $KERBLINE_REGISTRY or the gateway's config.
+KERBLINE := .venv/bin/kerbline
+TOOL_ARGS = $(if $(REGISTRY),--registry $(REGISTRY))
+flash: bootstrap
+	$(KERBLINE) device flash $(DEVICE) --port $(PORT) $(if $(LINK_PORT),--link-port $(LINK_PORT)) $(TOOL_ARGS) $(FLASH_ARGS)
+
+selftest: bootstrap
+	$(KERBLINE) device selftest $(DEVICE) --port $(PORT) $(TOOL_ARGS)
+
+monitor: bootstrap
+	$(KERBLINE) device monitor $(DEVICE) $(if $(PORT),--port $(PORT)) $(if $(CONSOLE),--console $(CONSOLE)) $(TOOL_ARGS)
+
+ports: bootstrap
+	$(KERBLINE) device ports
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .hypothesis test-artifacts
