@@ -9,38 +9,28 @@ Boot and seq: a boot that is not a deep-sleep wake takes the next boot number fr
 (`persist.State`), so (boot, seq) is unique for the device's whole life. `time` is the unix time when
 the clock is set, else `uptime` (ms since the boot, across deep sleeps) is sent.
 
-Alarms are bits (ALARM_BITS order). A report carries an `alarm` record for every alarm active at that
-moment; a report that raises an alarm not active before is sent at once and marked as an alarm in the
-queue (kept when the queue overflows).
+Alarms are named as on the wire and kept as bits (ALARMS order) in the RTC state. A report carries an
+`alarm` record for every alarm active at that moment; a report that raises an alarm not active before
+is sent at once and marked as an alarm in the queue (kept when the queue overflows).
 
 Commands reach the app through the link's `Downlink` as on_time / on_config / on_reboot / on_ping
 (on_ack only if a link hands acks up). A reboot or a ping is done by the cycle's loop at its next turn,
 after the link has finished with the current frame.
 
 The link is opened lazily and reopened after a failure (OSError or any other error from the link) every
-LINK_RETRY_MS, counted in `link_errors`: the device keeps sensing, and a light keeps lighting, when the
-gateway or the line is gone.
+30 s, counted in `link_errors`: the device keeps sensing, and a light keeps lighting, when the gateway or
+the line is gone.
+
+Files on flash: /queue.log (the queue), /cid (the last command id applied), /boot.cnt (persist).
+(Module-level names are few on purpose: each one costs RAM for good on a 64 KB heap.)
 """
 from kerbline import persist
 from kerbline.board import DEEPSLEEP
 from kerbline.compat import const
 from kerbline.wire.cose import Sealer
 
-QUEUE_PATH = "/queue.log"
-CID_PATH = "/cid"
-ALARM_BITS = ("full", "fire", "tilt", "lowbatt", "lamp_fail", "sensor_fault")
-FULL = const(1)
-FIRE = const(2)
-TILT = const(4)
-LOWBATT = const(8)
-LAMP_FAIL = const(16)
-SENSOR_FAULT = const(32)
-LINK_RETRY_MS = const(30000)
-
-
-def hysteresis(active, raise_when, clear_when):
-    """An alarm that goes on at one threshold and off only at another."""
-    return raise_when or (active and not clear_when)
+ALARMS = ("full", "fire", "tilt", "lowbatt", "lamp_fail", "sensor_fault")
+_LINK_RETRY_MS = const(30000)
 
 
 class App:
@@ -50,14 +40,14 @@ class App:
         self.log = log
         self.sealer = Sealer(cfg["id"], key)
         self.state = persist.State()
-        self.woke = self._resume()
+        self._resume()
         if queue is None:
             from kerbline.store.queue import FlashQueue
 
-            queue = FlashQueue(QUEUE_PATH, cfg["queue_bytes"])
+            queue = FlashQueue("/queue.log", cfg["queue_bytes"])
         self.queue = queue
         self.link = link
-        self._link_failed_at = None
+        self._retry_at = None
         self.link_errors = 0
         self.ping = False
         self.reboot = False
@@ -72,16 +62,15 @@ class App:
             self.crashes = 0
 
     def _resume(self):
-        """True when this boot continues the one before a deep sleep; else a new boot number."""
+        """Continue the boot from before a deep sleep (state in RTC memory), else take a new boot number."""
         board = self.board
         st = self.state
         if board.reset_cause() == DEEPSLEEP and st.unpack(board.persist_read()) and st.boot:
             if st.boot == persist.read_boot():
-                return True
+                return
         self.state = st = persist.State()
         st.boot = persist.next_boot()
         st.rtc0 = board.rtc_ms()
-        return False
 
     def save(self):
         """Keep boot, seq and alarm state in RTC memory (before a deep sleep)."""
@@ -90,14 +79,21 @@ class App:
     def uptime_ms(self):
         return self.board.rtc_ms() - self.state.rtc0
 
+    def was(self, alarm):
+        """Whether `alarm` was active at the last sample (for hysteresis)."""
+        return bool(self.state.alarms >> ALARMS.index(alarm) & 1)
+
     def alarm_records(self, active, records):
-        """Append an alarm record per active alarm; returns the bits raised since the last report."""
-        raised = active & ~self.state.alarms
-        self.state.alarms = active
-        for i in range(len(ALARM_BITS)):
-            if active >> i & 1:
-                records.append(("alarm", ALARM_BITS[i]))
-        return raised
+        """Append an alarm record per name in `active`; True when one of them was not active before."""
+        bits = 0
+        for alarm in active:
+            bit = 1 << ALARMS.index(alarm)
+            if not bits & bit:  # two sensors may both report sensor_fault: one record
+                bits |= bit
+                records.append(("alarm", alarm))
+        raised = bits & ~self.state.alarms
+        self.state.alarms = bits
+        return raised != 0
 
     def send(self, records, alarm=False):
         """Seal a report of `records` and put it on the flash queue; returns its seq."""
@@ -117,7 +113,7 @@ class App:
         board = self.board
         now = board.ticks_ms()
         if self.link is None:
-            if self._link_failed_at is not None and board.ticks_diff(now, self._link_failed_at) < LINK_RETRY_MS:
+            if self._retry_at is not None and board.ticks_diff(now, self._retry_at) < _LINK_RETRY_MS:
                 return
             try:
                 self.link = self.open_link()
@@ -131,15 +127,15 @@ class App:
 
     def _link_failed(self, now, e):
         self.link_errors += 1
-        self._link_failed_at = now
-        self.log("link: %s %r; retry in %d s" % (type(e).__name__, e, LINK_RETRY_MS // 1000))
+        self._retry_at = now
+        self.log("link: %s %r; retry in 30 s" % (type(e).__name__, e))
 
     def open_link(self):
         from kerbline.downlink import Downlink
 
         board = self.board
         spec = self.cfg["link"]
-        downlink = Downlink(self.sealer, CID_PATH, self.log)
+        downlink = Downlink(self.sealer, "/cid", self.log)
         if spec["type"] == "serial":
             from kerbline.links.serial import SerialLink
 

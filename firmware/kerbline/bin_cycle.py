@@ -15,11 +15,11 @@ Alarms, with hysteresis so a value at a threshold does not flap: full at fill >=
 >= lowbatt_mv + 100; tilt while the switch is active; sensor_fault while a sensor failed this sample
 (the sonar; the DS18B20 when wired: the distance then uses 20 degC).
 """
-from kerbline.app import FIRE, FULL, LOWBATT, SENSOR_FAULT, TILT, hysteresis
+from kerbline.compat import const
 from kerbline.mem import drop
 from kerbline.sensors import scaled
 
-_LOOP_MS = 20
+_LOOP_MS = const(20)
 
 
 def _sonar(app, t16):
@@ -39,49 +39,48 @@ def _sonar(app, t16):
 
 
 def sample(app):
-    """(records, raised alarm bits) for one sample; the sonar's code is dropped again afterwards."""
+    """(records, whether an alarm was raised) for one sample; the sonar's code is dropped afterwards."""
     board = app.board
     cfg = app.cfg
     pins = cfg["pins"]
-    st = app.state
-    before = st.alarms
     records = []
-    active = 0
+    active = []
     t16 = None
     if "temp" in pins:
         t16 = board.temp_16(pins["temp"])
         if t16 is None:
-            active |= SENSOR_FAULT
+            active.append("sensor_fault")
             app.log("temp: no answer from the DS18B20")
     lid = "lid" in pins and board.pin_value(pins["lid"]) == 1
     if lid:
-        active |= before & FULL  # no measurement with the lid open: the full alarm stands as it was
+        if app.was("full"):  # no measurement with the lid open: the full alarm stands as it was
+            active.append("full")
     else:
         got = _sonar(app, t16)
         drop("kerbline.sensors.ultrasonic")
         if got is None:
-            active |= SENSOR_FAULT
+            active.append("sensor_fault")
         else:
             dist, fill = got
             records.append(("fill", fill))
             records.append(("dist", dist))
             full_at = cfg["full_at"]
-            if hysteresis(before & FULL, fill >= full_at, fill < full_at - 10):
-                active |= FULL
+            if fill >= full_at or (app.was("full") and fill >= full_at - 10):
+                active.append("full")
     if t16 is not None:
         records.append(("temp", t16 / 16))
         fire16 = cfg["fire_at"] * 16
-        if hysteresis(before & FIRE, t16 >= fire16, t16 < fire16 - 80):
-            active |= FIRE
+        if t16 >= fire16 or (app.was("fire") and t16 >= fire16 - 80):
+            active.append("fire")
     if "batt" in pins:
         mv = scaled(board.adc_mv(pins["batt"]), cfg["batt_gain"])
         records.append(("batt", mv))
         low = cfg["lowbatt_mv"]
-        if hysteresis(before & LOWBATT, mv < low, mv >= low + 100):
-            active |= LOWBATT
+        if mv < low or (app.was("lowbatt") and mv < low + 100):
+            active.append("lowbatt")
     if "tilt" in pins and board.pin_value(pins["tilt"]) == 1:
         records.append(("tilt", True))
-        active |= TILT
+        active.append("tilt")
     if lid:
         records.append(("lid", True))
     return records, app.alarm_records(active, records)
@@ -89,7 +88,7 @@ def sample(app):
 
 def report(app):
     records, raised = sample(app)
-    return app.send(records, raised != 0)
+    return app.send(records, raised)
 
 
 def run(app):

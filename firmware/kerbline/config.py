@@ -14,16 +14,14 @@ Settings are integers with a range (the table below); the `config` command chang
 checks every value first and then rewrites the file atomically (temp file + rename: a power cut leaves
 the old file or the new one, never half of one).
 """
+
 import json
-import os
 
 from binascii import unhexlify
 
-PATH = "/config.json"
-KINDS = ("bin", "light")
-
 # One line per setting: name, min, max, bin default, light default ("-": not a setting of that kind).
-# Kept as one string and parsed on demand: a dict of tuples would cost several KB of RAM for good.
+# Kept as one string and parsed on demand: a dict of tuples would cost several KB of RAM, and on a
+# 64 KB heap even each module-level name counts (so the helpers below are few and the lists inline).
 _TABLE = """
 interval 60 86400 900 -
 wake_s 2 120 20 -
@@ -60,16 +58,6 @@ wdt_ms 5000 120000 30000 30000
 crash_n 2 20 3 3
 healthy_s 10 86400 300 300
 """
-PINS = ("skip", "trig", "echo", "jsn_tx", "jsn_rx", "temp", "batt", "tilt", "lid", "scl", "sda", "ldr",
-        "relay", "pwm", "volt", "curr")
-LINK_KEYS = {
-    "serial": ("type", "uart", "baud", "tx", "rx", "pty", "tcp"),
-    "mqtt": ("type", "host", "port", "tls", "password", "ssid", "wifi_password", "keepalive"),
-}
-_TOP = ("id", "kind", "key", "board", "link", "pins", "sim", "ldr_table")
-# (ADC mV, lux) points of a GL5528 LDR from 3V3 over a 10 kOhm resistor to ground, ascending mV
-LDR_TABLE = [[150, 0], [600, 5], [1300, 20], [2000, 80], [2600, 300], [3000, 1500], [3200, 10000]]
-TEXT_MAX = 64
 
 
 class ConfigError(Exception):
@@ -86,24 +74,17 @@ def spec(name, kind):
     return None if default == "-" else (int(fields[1]), int(fields[2]), int(default))
 
 
-def names():
-    """Every setting's name, in table order."""
-    return [line.split()[0] for line in _TABLE.strip().split("\n")]
-
-
-def _int(name, value, low, high):
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+def _int(name, value, low, high=None):
+    """`value` checked as an integer in low..high, or (high None) as text of 1 to `low` characters."""
+    if high is None:
+        if not isinstance(value, str) or not 0 < len(value) <= low:
+            raise ConfigError("'%s' must be text of 1 to %d characters" % (name, low))
+    elif not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
         raise ConfigError("'%s' must be an integer %d..%d, got %r" % (name, low, high, value))
     return value
 
 
-def _text(name, value):
-    if not isinstance(value, str) or not 0 < len(value) <= TEXT_MAX:
-        raise ConfigError("'%s' must be text of 1 to %d characters" % (name, TEXT_MAX))
-    return value
-
-
-def read(path=PATH):
+def read(path="/config.json"):
     """The file's JSON object, unchecked; ConfigError when it is missing or not JSON."""
     try:
         with open(path) as f:
@@ -117,26 +98,25 @@ def read(path=PATH):
     return raw
 
 
-def load(path=PATH):
+def load(path="/config.json"):
     """The checked config with defaults filled in (ConfigError says what is wrong)."""
     return check(read(path))
 
 
 def check(raw):
+    """The config `raw` (a parsed JSON object) checked, with every default filled in."""
     from kerbline.wire.cose import valid_device_id
 
-    cfg = {}
     for name in raw:
-        if name not in _TOP and _TABLE.find("\n" + name + " ") < 0:
+        if name not in ("id", "kind", "key", "board", "link", "pins", "sim", "ldr_table") and spec(name, "bin") \
+                is None and spec(name, "light") is None:
             raise ConfigError("unknown setting '%s'" % name)
     device_id = raw.get("id")
     if not isinstance(device_id, str) or not valid_device_id(device_id):
         raise ConfigError("'id' must be 1 to 32 characters of a-z, 0-9 and '-'")
-    cfg["id"] = device_id
     kind = raw.get("kind")
-    if kind not in KINDS:
+    if kind not in ("bin", "light"):
         raise ConfigError("'kind' must be 'bin' or 'light', got %r" % (kind,))
-    cfg["kind"] = kind
     key = raw.get("key")
     try:
         if not isinstance(key, str) or len(key) != 64:
@@ -144,18 +124,33 @@ def check(raw):
         unhexlify(key)
     except ValueError:
         raise ConfigError("'key' must be 64 hex digits (the 32-byte device key)")
-    cfg["key"] = key
-    board = raw.get("board")
-    if board is not None:
-        cfg["board"] = _text("board", board)
-    cfg["link"] = _link(raw.get("link"))
-    cfg["pins"] = _pins(raw.get("pins", {}))
-    sim = raw.get("sim", {})
+    cfg = {"id": device_id, "kind": kind, "key": key, "link": _link(raw.get("link"))}
+    if "board" in raw:
+        cfg["board"] = _int("board", raw["board"], 16)
+    pins = cfg["pins"] = raw.get("pins", {})
+    if not isinstance(pins, dict):
+        raise ConfigError("'pins' must be an object of GPIO numbers")
+    for name in pins:
+        if name not in ("skip", "trig", "echo", "jsn_tx", "jsn_rx", "temp", "batt", "tilt", "lid", "scl", "sda",
+                        "ldr", "relay", "pwm", "volt", "curr"):
+            raise ConfigError("unknown pin '%s'" % name)
+        _int("pins." + name, pins[name], 0, 48)
+    sim = cfg["sim"] = raw.get("sim", {})
     if not isinstance(sim, dict):
         raise ConfigError("'sim' must be an object {host, port}")
-    cfg["sim"] = sim
-    cfg["ldr_table"] = _ldr_table(raw.get("ldr_table", LDR_TABLE))
-    for name in names():
+    # (ADC mV, lux) of a GL5528 LDR from 3V3 over a 10 kOhm resistor to ground, rising mV
+    table = cfg["ldr_table"] = raw.get("ldr_table") or [[150, 0], [600, 5], [1300, 20], [2000, 80], [2600, 300],
+                                                         [3000, 1500], [3200, 10000]]
+    ok = isinstance(table, list) and 2 <= len(table) <= 12
+    last = -1
+    for point in table if ok else ():
+        ok = ok and isinstance(point, list) and len(point) == 2
+        ok = ok and isinstance(point[0], int) and isinstance(point[1], int) and point[0] > last
+        last = point[0] if ok else last
+    if not ok:
+        raise ConfigError("'ldr_table' must be 2 to 12 [mV, lux] pairs with rising mV")
+    for line in _TABLE.strip().split("\n"):
+        name = line.split()[0]
         limits = spec(name, kind)
         if name in raw:
             if limits is None:
@@ -168,50 +163,28 @@ def check(raw):
 
 
 def _link(link):
-    if not isinstance(link, dict) or link.get("type") not in LINK_KEYS:
+    serial = ("type", "uart", "baud", "tx", "rx", "pty")
+    mqtt = ("type", "host", "port", "tls", "password", "ssid", "wifi_password", "keepalive")
+    if not isinstance(link, dict) or link.get("type") not in ("serial", "mqtt"):
         raise ConfigError("'link' must be an object with type 'serial' or 'mqtt'")
-    allowed = LINK_KEYS[link["type"]]
     for name in link:
-        if name not in allowed:
+        if name not in (serial if link["type"] == "serial" else mqtt):
             raise ConfigError("unknown link setting '%s'" % name)
     out = {"type": link["type"]}
     if link["type"] == "serial":
         for name, default, high in (("uart", 1, 2), ("baud", 115200, 1000000), ("tx", 17, 48), ("rx", 16, 48)):
             out[name] = _int("link." + name, link.get(name, default), 0, high)
-        for name in ("pty", "tcp"):
-            if name in link:
-                out[name] = _text("link." + name, link[name])
+        if "pty" in link:
+            out["pty"] = _int("link.pty", link["pty"], 64)
     else:
-        out["host"] = _text("link.host", link.get("host"))
+        out["host"] = _int("link.host", link.get("host"), 64)
         out["tls"] = bool(link.get("tls", False))
         out["port"] = _int("link.port", link.get("port", 8883 if out["tls"] else 1883), 1, 65535)
         out["keepalive"] = _int("link.keepalive", link.get("keepalive", 60), 10, 3600)
         for name in ("password", "ssid", "wifi_password"):
             if name in link:
-                out[name] = _text("link." + name, link[name])
+                out[name] = _int("link." + name, link[name], 64)
     return out
-
-
-def _pins(pins):
-    if not isinstance(pins, dict):
-        raise ConfigError("'pins' must be an object of GPIO numbers")
-    for name in pins:
-        if name not in PINS:
-            raise ConfigError("unknown pin '%s'" % name)
-        _int("pins." + name, pins[name], 0, 48)
-    return pins
-
-
-def _ldr_table(table):
-    ok = isinstance(table, list) and 2 <= len(table) <= 12
-    last = -1
-    for point in table if ok else ():
-        ok = ok and isinstance(point, list) and len(point) == 2
-        ok = ok and isinstance(point[0], int) and isinstance(point[1], int) and point[0] > last
-        last = point[0] if ok else last
-    if not ok:
-        raise ConfigError("'ldr_table' must be 2 to 12 [mV, lux] pairs with rising mV")
-    return table
 
 
 def _cross_check(cfg):
@@ -230,11 +203,13 @@ def take_key(cfg):
     return unhexlify(cfg.pop("key"))
 
 
-def apply(cfg, changes, path=PATH):
+def apply(cfg, changes, path="/config.json"):
     """The `config` command: check every change, then update `cfg` and rewrite the file atomically.
 
     Returns None on success or a message saying what was refused (nothing is changed then).
     """
+    import os
+
     try:
         for name in changes:
             limits = spec(name, cfg["kind"])
@@ -246,16 +221,10 @@ def apply(cfg, changes, path=PATH):
         _cross_check(trial)
         raw = read(path)
         raw.update(changes)
-        write(raw, path)
+        with open(path + ".tmp", "w") as f:  # temp file + rename: the old file or the new one, never half
+            json.dump(raw, f)
+        os.rename(path + ".tmp", path)
     except ConfigError as e:
         return str(e)
     cfg.update(changes)
     return None
-
-
-def write(raw, path=PATH):
-    """Write the config object atomically: a temp file, then a rename over the old one."""
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(raw, f)
-    os.rename(tmp, path)

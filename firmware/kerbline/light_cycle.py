@@ -13,11 +13,11 @@ in; the DS18B20 when wired), fire as for the bin (temp >= fire_at until < fire_a
 The watchdog is fed once per loop turn, after the sample (when due) and the link poll have returned: a
 loop stuck anywhere stops feeding it. After `healthy_s` of running the crash count is cleared.
 """
-from kerbline.app import FIRE, LAMP_FAIL, SENSOR_FAULT, hysteresis
+from kerbline.compat import const
 from kerbline.sensors.lamp import LampControl, PowerMeter, drive
 from kerbline.sensors.light import LightSensor
 
-_LOOP_MS = 50
+_LOOP_MS = const(50)
 
 
 class Light:
@@ -33,12 +33,11 @@ class Light:
         self.records = None  # of the last sample
 
     def sample(self, dt_ms):
-        """Sample, drive the lamp; returns (changed, raised alarm bits) and keeps `records`."""
+        """Sample, drive the lamp; returns (lamp changed, alarm raised) and keeps `records`."""
         app = self.app
         board = app.board
         cfg = app.cfg
         pins = cfg["pins"]
-        before = app.state.alarms
         lux = self.sensor.lux()
         t = board.unix_time()
         minute = None if t is None else (t // 60 + cfg["tz_min"]) % 1440
@@ -47,11 +46,11 @@ class Light:
         if not steady:
             drive(board, pins, level)
         records = []
-        active = 0
+        active = []
         if lux is not None:
             records.append(("lux", lux))
         if self.sensor.fault:
-            active |= SENSOR_FAULT
+            active.append("sensor_fault")
         records.append(("lamp", level > 0))
         records.append(("dim", level))
         if self.meter is not None:
@@ -61,18 +60,19 @@ class Light:
             records.append(("curr", curr))
             records.append(("energy", self.meter.wh))
             if self.meter.failed(level, curr, steady):
-                active |= LAMP_FAIL
+                active.append("lamp_fail")
         if "temp" in pins:
             t16 = board.temp_16(pins["temp"])
             if t16 is None:
-                active |= SENSOR_FAULT
+                active.append("sensor_fault")
             else:
                 records.append(("temp", t16 / 16))
                 fire16 = cfg["fire_at"] * 16
-                if hysteresis(before & FIRE, t16 >= fire16, t16 < fire16 - 80):
-                    active |= FIRE
+                if t16 >= fire16 or (app.was("fire") and t16 >= fire16 - 80):
+                    active.append("fire")
+        fault = "sensor_fault" in active and not app.was("sensor_fault")
         raised = app.alarm_records(active, records)
-        if raised & SENSOR_FAULT:
+        if fault:
             app.log("light: sensor fault: %s" % (self.sensor.fault or "DS18B20 silent"))
         self.level = level
         self.records = records
@@ -93,7 +93,7 @@ def run(app):
             sampled = now
             due = reported is None or board.ticks_diff(now, reported) >= cfg["report_s"] * 1000
             if changed or raised or due or app.ping:
-                app.send(light.records, raised != 0)
+                app.send(light.records, raised)
                 app.ping = False
                 reported = now
         elif app.ping:

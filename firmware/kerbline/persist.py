@@ -15,12 +15,12 @@ state's boot equals the counter on flash.
 import os
 import struct
 
+from kerbline.compat import const
 from kerbline.wire.crc16 import crc16
 
-BOOT_PATH = "/boot.cnt"
-_MAGIC = b"KLs1"
-_FORMAT = ">4sIIqBIH"  # magic, boot, seq, rtc_ms at boot, alarm bits, sonar last raw, sonar repeats
-_SIZE = struct.calcsize(_FORMAT)
+# RTC layout ">4sIIqBIH": magic b"KLs1", boot, seq, rtc_ms at boot, alarm bits, sonar last raw, sonar
+# repeats (27 bytes), then the CRC-16 of those bytes
+_SIZE = const(27)
 
 
 def write_atomic(path, data):
@@ -30,7 +30,7 @@ def write_atomic(path, data):
     os.rename(tmp, path)
 
 
-def read_boot(path=BOOT_PATH):
+def read_boot(path="/boot.cnt"):
     """The last boot number (0 when the device never booted); ValueError when the file is unreadable."""
     try:
         with open(path, "rb") as f:
@@ -43,7 +43,7 @@ def read_boot(path=BOOT_PATH):
         raise ValueError("%s is unreadable (%r): set it above the last boot the gateway saw" % (path, text))
 
 
-def next_boot(path=BOOT_PATH):
+def next_boot(path="/boot.cnt"):
     boot = read_boot(path) + 1
     write_atomic(path, b"%d\n" % boot)
     return boot
@@ -59,17 +59,17 @@ class State:
         self.sonar_same = 0
 
     def pack(self):
-        body = struct.pack(_FORMAT, _MAGIC, self.boot, self.seq, self.rtc0, self.alarms,
+        body = struct.pack(">4sIIqBIH", b"KLs1", self.boot, self.seq, self.rtc0, self.alarms,
                            self.sonar_last, self.sonar_same)
         return body + struct.pack(">H", crc16(body))
 
     def unpack(self, data):
         """Fill from RTC memory bytes; False (nothing changed) when they are not a valid state."""
-        if not data or len(data) < _SIZE + 2 or data[:4] != _MAGIC:
+        if not data or len(data) < _SIZE + 2 or data[:4] != b"KLs1":
             return False
         body = data[:_SIZE]
         if struct.unpack(">H", data[_SIZE:_SIZE + 2])[0] != crc16(body):
             return False
         (_, self.boot, self.seq, self.rtc0, self.alarms, self.sonar_last,
-         self.sonar_same) = struct.unpack(_FORMAT, body)
+         self.sonar_same) = struct.unpack(">4sIIqBIH", body)
         return True

@@ -14,9 +14,11 @@ main.py calls `main()`:
 The board object is made once per boot and shared by boot.py and main.py (on the sim board, reading
 the reset cause consumes it).
 """
+from kerbline.compat import const
+
 _board = None
 _skip = False
-_SKIP_PIN = 0  # the ESP32 DevKit's BOOT button, pulled up, low while pressed
+_SKIP_PIN = const(0)  # the ESP32 DevKit's BOOT button, pulled up, low while pressed
 
 
 def board_for(cfg):

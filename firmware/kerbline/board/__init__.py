@@ -24,7 +24,7 @@ Every board has these methods (times in ms unless the name says otherwise):
   deep_sleep(ms, wake_pins)       never returns: the next wake is a boot with reset_cause() DEEPSLEEP
   reset()                         never returns: a reboot (reset_cause() SOFT)
   reset_cause() -> str            POWER, DEEPSLEEP, WDT, SOFT (constants below)
-  wake_reason() -> str | None     TIMER or PIN after a deep sleep, else None
+  wake_reason() -> str | None     "timer" or "pin" after a deep sleep, else None
   persist_read() -> bytes | None / persist_write(data)   RTC memory: survives deep sleep and resets,
                                                           not a power cut (at most 512 bytes)
   heap_free() -> int
@@ -35,22 +35,16 @@ can still reach a board).
 """
 import sys
 
+# reset causes; wake reasons are the strings "timer" and "pin"
 POWER = "power"
 DEEPSLEEP = "deepsleep"
 WDT = "wdt"
 SOFT = "soft"
-TIMER = "timer"
-PIN = "pin"
-PERSIST_MAX = 512
-
-
-def default_name():
-    return "esp32" if sys.platform == "esp32" else "sim"
 
 
 def load(config):
     """The board object for `config` (see the module docstring for its methods)."""
-    name = config.get("board") or default_name()
+    name = config.get("board") or ("esp32" if sys.platform == "esp32" else "sim")
     if name == "esp32":
         from kerbline.board.esp32 import Board
     elif name == "sim":

@@ -10,7 +10,7 @@ import time
 
 import esp32
 import machine
-from kerbline.board import DEEPSLEEP, PIN, POWER, SOFT, TIMER, WDT
+from kerbline.board import DEEPSLEEP, POWER, SOFT, WDT
 
 _EPOCH_2000 = 946684800  # seconds from 1970 to 2000, the epoch of older ESP32 builds
 _CLOCK_SET_AFTER = 1700000000  # an RTC below this has not been set since power-on
@@ -183,9 +183,9 @@ class Board:
     def wake_reason(self):
         reason = machine.wake_reason()
         if reason == machine.TIMER_WAKE:
-            return TIMER
+            return "timer"
         if reason in (machine.EXT0_WAKE, machine.EXT1_WAKE):
-            return PIN
+            return "pin"
         return None
 
     def persist_read(self):

@@ -18,8 +18,8 @@ The link UART is a pty (config["link"]["pty"]; raw mode, VMIN = VTIME = 0, so re
 /.rtc (the simulator deletes it to model a power cut), the clock's offset from the host clock is /.clock.
 
 A deep sleep or a reset ends the process; the simulator's device runner starts it again:
-  EXIT_DEEPSLEEP (64)  the deep sleep is over (the reply to `sleep` came): boot again now
-  EXIT_RESET (65)      machine.reset(): boot again now
+  64  the deep sleep is over (the reply to `sleep` came): boot again now
+  65  machine.reset(): boot again now
   killed by SIGKILL    the watchdog fired (a thread that was not fed in time kills the process)
   0                    the program ended (safe mode, REPL): do not restart
 Before exiting, the cause and wake reason are written to /.reset, which the next boot reads once.
@@ -30,14 +30,13 @@ import socket
 import sys
 import time
 
-from kerbline.board import DEEPSLEEP, PERSIST_MAX, PIN, POWER, SOFT, TIMER, WDT
+from kerbline.board import DEEPSLEEP, POWER, SOFT, WDT
+from kerbline.compat import const
 
-EXIT_DEEPSLEEP = 64
-EXIT_RESET = 65
-_RTC = "/.rtc"
-_CLOCK = "/.clock"
-_RESET = "/.reset"
-_DEV_MOUNT = "/.simdev"
+# (paths and numbers are written out where they are used: on a 64 KB heap every module-level name costs)
+_EXIT_DEEPSLEEP = const(64)
+_EXIT_RESET = const(65)
+_PERSIST_MAX = const(512)
 
 
 def _read(path):
@@ -53,7 +52,7 @@ def _write(path, data):
         f.write(data)
 
 
-def _remove(path):
+def _rm(path):
     try:
         os.remove(path)
     except OSError:
@@ -73,10 +72,10 @@ class _Pty:
 
             folder, name = path.rsplit("/", 1)
             try:
-                vfs.mount(vfs.VfsPosix(folder), _DEV_MOUNT)
+                vfs.mount(vfs.VfsPosix(folder), "/.simdev")
             except OSError:
                 pass  # already mounted by an earlier port
-            self._f = open(_DEV_MOUNT + "/" + name, "r+b")
+            self._f = open("/.simdev/" + name, "r+b")
         fd = self._f.fileno()
         termios.setraw(fd)
         attrs = termios.tcgetattr(fd)
@@ -118,21 +117,20 @@ class Board:
     def __init__(self, config):
         sim = config.get("sim") or {}
         self._addr = socket.getaddrinfo(sim.get("host", "127.0.0.1"), sim.get("port", 7300))[0][-1]
-        self._hello = "hello %s\n" % config.get("id", "unnamed")
-        self._pty = (config.get("link") or {}).get("pty")
+        self._cfg = config
         self._sock = None
         self._wdt = None
         self.ticks_ms = time.ticks_ms
         self.ticks_diff = time.ticks_diff
         self.sleep_ms = time.sleep_ms
-        last = _read(_RESET)
-        _remove(_RESET)
+        last = _read("/.reset")
+        _rm("/.reset")
         last = last.decode().split() if last else (POWER, "-")
         self._cause = last[0]
         self._wake = last[1] if last[1] != "-" else None
         if self._cause == POWER:  # a power cut clears RTC memory and the clock
-            _remove(_RTC)
-            _remove(_CLOCK)
+            _rm("/.rtc")
+            _rm("/.clock")
 
     def ask(self, fmt, *args):
         """One request line to the simulator's sensor server, its reply (bytes); OSError if it fails."""
@@ -143,7 +141,7 @@ class Board:
                 s.settimeout(10)
                 s.connect(self._addr)
                 self._sock = s
-                s.write(self._hello)
+                s.write("hello %s\n" % self._cfg.get("id"))
                 s.readline()
             s.write((fmt % args) + "\n")
             reply = s.readline().strip()
@@ -161,17 +159,17 @@ class Board:
             self._sock = None
 
     def unix_time(self):
-        offset = _read(_CLOCK)
+        offset = _read("/.clock")
         return int(time.time()) + int(offset) if offset else None
 
     def set_unix_time(self, t):
-        _write(_CLOCK, b"%d" % (t - int(time.time())))
+        _write("/.clock", b"%d" % (t - int(time.time())))
 
     def rtc_ms(self):
         return time.time_ns() // 1000000
 
     def uart(self, uart_id, baud, tx, rx):
-        return _Pty(self._pty)
+        return _Pty(self._cfg["link"]["pty"])
 
     def network_up(self, timeout_ms):
         return True
@@ -219,7 +217,7 @@ class Board:
         """Record why this process is about to end, for the next boot's reset_cause()/wake_reason()."""
         if self._wdt is not None and cause != WDT:
             self._wdt.timeout_ms = None  # the watchdog thread must not hold the process open
-        _write(_RESET, ("%s %s" % (cause, wake or "-")).encode())
+        _write("/.reset", ("%s %s" % (cause, wake or "-")).encode())
 
     def deep_sleep(self, ms, wake_pins):
         line = "sleep %d" % ms
@@ -230,12 +228,12 @@ class Board:
         except OSError:  # no simulator to wake us: sleep the time out
             time.sleep_ms(ms)
             reply = b""
-        self.leave(DEEPSLEEP, PIN if reply.startswith(b"pin") else TIMER)
-        sys.exit(EXIT_DEEPSLEEP)
+        self.leave(DEEPSLEEP, "pin" if reply.startswith(b"pin") else "timer")
+        sys.exit(_EXIT_DEEPSLEEP)
 
     def reset(self):
         self.leave(SOFT, None)
-        sys.exit(EXIT_RESET)
+        sys.exit(_EXIT_RESET)
 
     def reset_cause(self):
         return self._cause
@@ -244,12 +242,12 @@ class Board:
         return self._wake if self._cause == DEEPSLEEP else None
 
     def persist_read(self):
-        return _read(_RTC)
+        return _read("/.rtc")
 
     def persist_write(self, data):
-        if len(data) > PERSIST_MAX:
-            raise ValueError("RTC memory holds %d bytes" % PERSIST_MAX)
-        _write(_RTC, data)
+        if len(data) > _PERSIST_MAX:
+            raise ValueError("RTC memory holds 512 bytes")
+        _write("/.rtc", data)
 
     def heap_free(self):
         import gc

@@ -11,7 +11,7 @@ next bus operations fail with a NACK), `adc[pin]`, `temp[pin]`, `pins[pin]`, `ua
 deep_sleep() and reset() raise `Slept` / `Reset`, and sleep_ms raises `TimeUp` once `now` reaches
 `until` (all BaseException, like SystemExit, so the app's error handling lets them through).
 """
-from kerbline.board import DEEPSLEEP, PIN, POWER, SOFT, TIMER
+from kerbline.board import DEEPSLEEP, POWER, SOFT
 
 
 class Slept(BaseException):
@@ -197,7 +197,7 @@ class Board:
         """Model the wake from the last deep sleep: the clock moved on, RTC memory stayed."""
         self.now += 0 if pin_wake else self.slept[0]
         self.cause = DEEPSLEEP
-        self.wake = PIN if pin_wake else TIMER
+        self.wake = "pin" if pin_wake else "timer"
         self.slept = None
         self.wdt = None
 
