@@ -55,8 +55,14 @@ say "building the venv in $build"
 rm -rf "$build"
 mkdir -p "$root$PREFIX"
 "$PYTHON" -m venv "$build"
+# pip builds in the tree it is given: a clean copy of what the package holds, so no stale build/ of the
+# clone gets into the venv and no root-owned build files are left in it.
+src=$(mktemp -d)
+trap 'rm -rf "$src"' EXIT
+tar -C "$SRC" -c --exclude=__pycache__ --exclude='*.pyc' --exclude='*.mpy' \
+    pyproject.toml README.md firmware gateway simulator | tar -C "$src" -x
 # shellcheck disable=SC2086
-"$build/bin/python" -m pip install --quiet --disable-pip-version-check --no-compile $PIP_ARGS "$SRC"
+"$build/bin/python" -m pip install --quiet --disable-pip-version-check --no-compile $PIP_ARGS "$src"
 # Scripts and activate files name the directory they were made in; make them name the final one.
 { grep -rlIF "$build" "$build/bin" "$build/pyvenv.cfg" || true; } | while read -r file; do
     sed -i "s#$build#$venv#g" "$file"
