@@ -7,7 +7,8 @@ unchanged on it. Time is virtual (`sleep_ms` advances `now`), so a 15-minute cyc
 A script channel is a list of values read one per call; its last value repeats once the others are
 used. A value that is an exception instance is raised instead of returned (an I2C NACK is
 `OSError(5)`). Set channels as attributes: `echo` (us or None), `i2c` (bytes read), `i2c_fail` (how many
-next bus operations fail with a NACK), `adc[pin]`, `temp[pin]`, `pins[pin]`, `uart_rx[id]` (chunks). Outputs land in `relay`, `pwm`, `i2c_writes`, `uart_tx`.
+next bus operations fail with a NACK), `adc[pin]`, `temp[pin]`, `pins[pin]`, `uart_rx[id]` (a UART sensor's answers, one per write).
+Outputs land in `relay`, `pwm`, `i2c_writes` and each port's `tx` (`ports[id]`).
 deep_sleep() and reset() raise `Slept` / `Reset`, and sleep_ms raises `TimeUp` once `now` reaches
 `until` (all BaseException, like SystemExit, so the app's error handling lets them through).
 """
@@ -47,21 +48,21 @@ class _Wdt:
 
 
 class _Port:
+    """A sensor on a UART: each write (a trigger) makes its next answer, one `rx` chunk, readable."""
+
     def __init__(self, rx):
         self.rx = rx
         self.tx = bytearray()
+        self.ready = b""
 
     def read(self, n):
-        if not self.rx:
-            return None
-        chunk = self.rx.pop(0)
-        if len(chunk) > n:
-            self.rx.insert(0, chunk[n:])
-            chunk = chunk[:n]
-        return chunk
+        chunk, self.ready = self.ready[:n], self.ready[n:]
+        return chunk or None
 
     def write(self, buf):
         self.tx.extend(buf)
+        if self.rx:
+            self.ready += self.rx.pop(0)
         return len(buf)
 
 
