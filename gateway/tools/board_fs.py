@@ -4,9 +4,9 @@ Each call runs `mpremote connect PORT ...` as a subprocess (the same program a t
 with a timeout, and maps what went wrong to a StepError:
 - the port does not exist: no board (cable, driver, wrong port);
 - the port exists but cannot be opened: busy (another program holds it) or no permission;
-- nothing answers like MicroPython: no MicroPython, or the application is asleep or wedged;
-- the board raised an error while writing: the file and the board's own error;
-- no answer in time: the board stopped answering.
+- nothing answers like MicroPython, or nothing answers in time: no MicroPython, or the application is
+  asleep or wedged;
+- the board raised an error while writing: the file and the board's own error.
 
 `inventory()` runs one small script on the board that hashes (sha256, on the board) every file of the
 firmware's folder and the root files the tools own, and reads the id in the board's `/config.json`
@@ -25,7 +25,11 @@ from pathlib import Path
 
 from gateway.tools.steps import StepError
 
-TIMEOUT_S = 60.0
+TIMEOUT_S = 30.0  # for one mpremote session; a write adds WRITE_S_PER_FILE per file
+WRITE_S_PER_FILE = 2.0
+NO_ANSWER_FIX = ("if the board has no MicroPython yet, run `kerbline device install-micropython`; if its "
+                 "application is asleep or hung, hold BOOT while pressing RESET (the application then stays "
+                 "off) or replug the board; then retry")
 _MARK = "KL "
 # Runs under MicroPython on the board: one line per file, folder, root file; nothing else printed.
 _INVENTORY = """
@@ -138,8 +142,8 @@ class BoardFs:
             errors.close()
         stdout = "".join(out)
         if proc.returncode == -9:
-            raise StepError(f"the board stopped answering while {doing} (no reply in {timeout or self.timeout:.0f} s)",
-                            "unplug and replug the board, then run the command again")
+            raise StepError(f"no answer from the board on {self.port} within {timeout or self.timeout:g} s "
+                            f"while {doing}", NO_ANSWER_FIX)
         if proc.returncode != 0:
             raise self._failure(doing, stdout, err)
         return stdout
@@ -160,9 +164,7 @@ class BoardFs:
                              f"close the other program (a monitor, screen, Thonny, the gateway); "
                              f"`fuser {self.port}` shows which one")
         if "could not enter raw repl" in stderr or "timeout waiting" in stderr or "could not exec" in stderr:
-            return StepError(f"no MicroPython answered on {self.port} while {doing}",
-                             "install MicroPython first (kerbline device install-micropython), or hold the "
-                             "BOOT button while pressing RESET so the application stays off, then retry")
+            return StepError(f"no MicroPython answered on {self.port} while {doing}", NO_ANSWER_FIX)
         board_error = _board_error(stdout)
         if board_error:
             return StepError(f"the board failed while {doing}: {board_error}",
@@ -219,7 +221,7 @@ class BoardFs:
                 count += 1
                 on_copy(count, by_local[text])
 
-        self.run(args[1:], "writing files", on_line=line, timeout=self.timeout + 2.0 * len(copies))
+        self.run(args[1:], "writing files", on_line=line, timeout=self.timeout + WRITE_S_PER_FILE * len(copies))
 
     def reset(self) -> None:
         self.run(["reset"], "resetting the board")

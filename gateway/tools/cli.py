@@ -97,7 +97,8 @@ def cmd_flash(args: argparse.Namespace) -> int:
     opts = FlashOptions(device_id=args.device, port=args.port, registry=registry_path(args),
                         build_dir=Path(args.build_dir) if args.build_dir else _cache_dir(),
                         link_port=args.link_port, broker=args.broker, mqtt_login=lambda: _mqtt_login(args),
-                        rotate_key=args.rotate_key, replace=args.replace, wait=not args.no_wait, wait_s=args.wait_s)
+                        rotate_key=args.rotate_key, replace=args.replace, wait=not args.no_wait, wait_s=args.wait_s,
+                        board_timeout=args.board_timeout)
     flash(opts)
     print(f"flash {args.device}: done")
     return 0
@@ -187,6 +188,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-wait", action="store_true", help="do not wait for the first report")
     p.add_argument("--wait-s", type=float, default=60.0, help="how long to wait for the first report (s)")
     p.add_argument("--build-dir", help="where the compiled firmware is kept (default: ~/.cache/kerbline/firmware)")
+    p.add_argument("--board-timeout", type=float, default=30.0, help="how long one exchange with the board may take (s)")
     p.set_defaults(run=cmd_flash)
 
     p = sub.add_parser("install-micropython", help="erase the chip and write a MicroPython image (esptool)")

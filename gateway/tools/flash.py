@@ -36,6 +36,7 @@ from typing import Any
 
 from gateway.registry import Device, Secret
 from gateway.tools import provision
+from gateway.tools.board_fs import TIMEOUT_S as BOARD_TIMEOUT_S
 from gateway.tools.board_fs import BoardFs, Inventory
 from gateway.tools.firmware_build import BuildError, BuiltFile, build, mpy_size
 from gateway.tools.registry_file import read_devices, set_key
@@ -68,6 +69,7 @@ class FlashOptions:
     replace: bool = False
     wait: bool = True
     wait_s: float = DEFAULT_WAIT_S
+    board_timeout: float = BOARD_TIMEOUT_S
 
 
 @dataclass
@@ -101,7 +103,7 @@ def flash(opts: FlashOptions, steps: Steps | None = None) -> FlashResult:
         if opts.wait:
             _check_wait_options(opts, config)
         step.done(provision.describe(config))
-    board = BoardFs(opts.port)
+    board = BoardFs(opts.port, timeout=opts.board_timeout)
     with tempfile.TemporaryDirectory(prefix="kerbline-flash-") as private:  # mode 0700: the config holds the key
         wanted = _wanted(files, config, Path(private))
         with steps.step("read board") as step:
@@ -111,8 +113,10 @@ def flash(opts: FlashOptions, steps: Steps | None = None) -> FlashResult:
                       f"{len(plan.copies)} to write, {len(plan.removes)} to remove")
         with steps.step("write") as step:
             total = len(plan.copies)
-            board.write(plan.mkdirs, [(plan.local[p], p) for p in plan.copies], plan.removes,
+            board.write(plan.mkdirs, [(plan.local[p], p) for p in plan.copies], sorted(plan.removes),
                         on_copy=lambda n, path: step.progress(f"[{n}/{total}] {path} ({plan.size[path]} B)"))
+            for path, reason in sorted(plan.removes.items()):
+                step.progress(f"removed {path}: {reason}")
             if plan.rmdirs:
                 board.run(_rmdir_args(plan.rmdirs), "removing old firmware folders")
             step.done(f"{total} written ({sum(plan.size[p] for p in plan.copies) / 1024:.1f} KB), "
@@ -120,7 +124,7 @@ def flash(opts: FlashOptions, steps: Steps | None = None) -> FlashResult:
         with steps.step("verify") as step:
             _verify(board.inventory(), plan)
             step.done(f"{len(plan.expected)} files match their sha256 on the board")
-    result = FlashResult(plan.copies, plan.removes, plan.unchanged)
+    result = FlashResult(plan.copies, sorted(plan.removes), plan.unchanged)
     with steps.step("reset") as step:
         if new_key is not None:
             set_key(opts.registry, device.id, new_key)
@@ -175,7 +179,7 @@ class _Plan:
     local: dict[str, Path]
     size: dict[str, int]
     copies: list[str]
-    removes: list[str]
+    removes: dict[str, str]  # board path -> why it goes
     mkdirs: list[str]
     rmdirs: list[str]
     unchanged: int
@@ -204,12 +208,12 @@ def _plan(opts: FlashOptions, wanted: dict[str, tuple[Path, str, int]], inv: Inv
                         f"if {inv.config_id} is retired or this board now replaces {opts.device_id}'s, flash again "
                         "with --replace (that device's reports and state on this board are wiped)")
     wanted = dict(wanted)
-    removes: list[str] = []
+    why: dict[str, str] = {}
     foreign = inv.config_id not in (None, "?", opts.device_id)
     if foreign:
-        removes += [name for name in DEVICE_STATE if name in inv.root]
+        why.update((name, f"{inv.config_id}'s") for name in DEVICE_STATE if name in inv.root)
     elif opts.rotate_key and QUEUE in inv.root:
-        removes.append(QUEUE)
+        why[QUEUE] = "reports sealed with the old key, which the gateway could never accept"
     boot_before = int(inv.boot_count) if inv.boot_count and inv.boot_count.isdigit() else None
     if inv.boot_count is None or foreign:
         boot_before = boot_floor()
@@ -217,9 +221,9 @@ def _plan(opts: FlashOptions, wanted: dict[str, tuple[Path, str, int]], inv: Inv
         path = private / BOOT_COUNT
         path.write_bytes(data)
         wanted[BOOT_COUNT] = (path, hashlib.sha256(data).hexdigest(), len(data))
-        if BOOT_COUNT in removes:
-            removes.remove(BOOT_COUNT)
-    removes += sorted(p for p in inv.files if p.startswith(FIRMWARE_DIR + "/") and p not in wanted)
+        why.pop(BOOT_COUNT, None)
+    why.update((p, "no longer part of the firmware") for p in inv.files
+               if p.startswith(FIRMWARE_DIR + "/") and p not in wanted)
     needed_dirs = {str(Path(p).parent) for p in wanted if "/" in p}
     needed_dirs |= {str(parent) for d in list(needed_dirs) for parent in Path(d).parents if str(parent) != "."}
     mkdirs = sorted((d for d in needed_dirs if d not in inv.dirs), key=lambda d: d.count("/"))
@@ -227,7 +231,7 @@ def _plan(opts: FlashOptions, wanted: dict[str, tuple[Path, str, int]], inv: Inv
     # config.json last: until it is written the board keeps its old identity, whatever else failed
     copies = sorted((p for p in wanted if inv.files.get(p) != wanted[p][1]), key=lambda p: (p == CONFIG, p))
     return _Plan(expected={p: w[1] for p, w in wanted.items()}, local={p: w[0] for p, w in wanted.items()},
-                 size={p: w[2] for p, w in wanted.items()}, copies=copies, removes=removes, mkdirs=mkdirs,
+                 size={p: w[2] for p, w in wanted.items()}, copies=copies, removes=why, mkdirs=mkdirs,
                  rmdirs=rmdirs, unchanged=len(wanted) - len(copies), boot_before=boot_before)
 
 
