@@ -29,6 +29,7 @@ _COLUMNS = 13
 # overhead of executemany goes. 13 * 500 bound values stay below SQLite's limit of 32766.
 _ROWS_PER_INSERT = 500
 
+
 class Pending(NamedTuple):
     """A report on its way into the spool, already encoded by `Spool.submit` (a tuple: it is made
     20,000 times a second, and its fields are the table's columns after the id, in order)."""

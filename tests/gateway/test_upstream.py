@@ -194,6 +194,8 @@ async def test_metrics_are_scraped_from_spool_and_sink_state(spool: Spool) -> No
         async with running(spool, [http("h", platform.url, BatchConfig(max_records=8, window_s=0.01))]) as upstream:
             metrics.register(upstream_collector(upstream))
             await delivered_all(spool)
+            # the runner learns its cursor moved when the ack's transaction returns, just after the purge
+            await eventually(lambda: upstream.runners[0].delivered == spool.last_id)
             text = metrics.exposition().decode()
     for line in ('kerbline_spool_stored_reports_total 6.0', 'kerbline_spool_duplicates_total 1.0',
                  'kerbline_spool_purged_reports_total 6.0', 'kerbline_spool_reports{kind="routine"} 0.0',
