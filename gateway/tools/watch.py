@@ -30,7 +30,7 @@ from gateway.wire import (MAX_FRAME, MEASUREMENTS, Reading, Reason, Rejected, Re
 
 MAX_PENDING = MAX_FRAME
 QUEUE_MAX = 1000
-KeyLookup = Callable[[str], "bytes | None"]
+KeyLookup = Callable[[str], bytes | None]
 
 # What a technician calls each measurement, and how its SenML unit reads.
 LABELS = {"fill": "fill level", "dist": "distance", "temp": "temperature", "batt": "battery", "tilt": "tilted",
@@ -154,7 +154,7 @@ def format_report(report: Report) -> str:
         when = datetime.datetime.fromtimestamp(report.time, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
     else:
         when = f"uptime {_number((report.uptime or 0) / 1000)} s (clock not set)"
-    readings = ", ".join(format_reading(r) for r in report.readings) or "no readings"
+    readings = ", ".join(format_reading(r) for r in report.readings)  # a report has at least one
     return f"{report.device} boot {report.boot} seq {report.seq} at {when}: {readings}"
 
 
