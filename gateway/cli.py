@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from gateway.config import Config, ConfigError, load_config
 from gateway.logging import configure
@@ -66,10 +68,21 @@ def run(path: Path | None) -> int:
     from gateway.service import Gateway, StartError  # after logging is set up
 
     try:
-        return asyncio.run(Gateway(config).run())
+        return _run_loop(Gateway(config).run(), config.gateway.uvloop)
     except StartError as exc:
         print(f"gateway not started: {exc}", file=sys.stderr)
         return 1
+
+
+def _run_loop(main: Coroutine[Any, Any, int], use_uvloop: bool) -> int:
+    if use_uvloop:
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return uvloop.run(main)
+    return asyncio.run(main)
 
 
 def main(argv: list[str] | None = None) -> int:

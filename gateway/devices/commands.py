@@ -112,6 +112,9 @@ class CommandBook:
         return [e for e in self._by_device.get(device, ())
                 if e.status is Status.QUEUED or (resend and e.status is Status.SENT)]
 
+    def has_any(self, device: str) -> bool:
+        return bool(self._by_device.get(device))
+
     def has_open(self, device: str) -> bool:
         return any(e.status in OPEN for e in self._by_device.get(device, ()))
 

@@ -23,7 +23,7 @@ import logging
 import os
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -64,11 +64,19 @@ class DeviceState:
     seq: int = 0
     time: float | None = None
     time_estimated: bool = False
-    values: dict[str, dict[str, Any]] = field(default_factory=dict)
-    alarms: set[str] = field(default_factory=set)
+    readings: tuple[Reading, ...] = ()  # of the newest report
     offline: bool = False
     mqtt_state: str | None = None
     reports: int = 0
+
+    @property
+    def alarms(self) -> set[str]:
+        return {str(r.value) for r in self.readings if r.name == "alarm"}
+
+    def values(self) -> dict[str, dict[str, Any]]:
+        base = self.time or 0.0
+        return {r.name: {"value": r.value, "unit": r.unit, "time": base + r.time_offset}
+                for r in self.readings if r.name != "alarm"}
 
 
 class DeviceTracker:
@@ -105,17 +113,16 @@ class DeviceTracker:
         st.last_seen = arrival if st.last_seen is None else max(st.last_seen, arrival)
         st.link, st.source = link, source
         st.reports += 1
-        if (report.boot, report.seq) >= (st.boot, st.seq):
+        if report.boot > st.boot or (report.boot == st.boot and report.seq >= st.seq):
             st.boot, st.seq, st.time, st.time_estimated = report.boot, report.seq, time_s, estimated
-            st.values = {r.name: {"value": r.value, "unit": r.unit, "time": time_s + r.time_offset}
-                         for r in report.readings if r.name != "alarm"}
-            st.alarms = {str(r.value) for r in report.readings if r.name == "alarm"}
+            st.readings = report.readings  # turned into values and alarms only when someone asks
         if st.offline:
             st.offline = False
             log.info("device reporting again", extra=fields(device=report.device, link=link))
-        self.commands.observe(report, arrival, self.timebase.is_sane(report.time, arrival))
-        if self.commands.has_open(report.device):
-            self._schedule_delivery(report.device, resend=True)
+        if self.commands.has_any(report.device):
+            self.commands.observe(report, arrival, self.timebase.is_sane(report.time, arrival))
+            if self.commands.has_open(report.device):
+                self._schedule_delivery(report.device, resend=True)
 
     def last_sources(self, link: str) -> dict[str, str]:
         """{source: device} of the devices last seen on `link` (e.g. which device is behind a port)."""
@@ -143,7 +150,7 @@ class DeviceTracker:
             **(entry.public() if entry is not None else {"id": device, "registered": False}),
             "last_seen": st.last_seen, "link": st.link, "source": st.source, "link_up": link_state,
             "mqtt_state": st.mqtt_state, "boot": st.boot or None, "seq": st.seq or None, "time": st.time,
-            "time_estimated": st.time_estimated, "values": st.values,
+            "time_estimated": st.time_estimated, "values": st.values(),
             "alarms": sorted(st.alarms | ({OFFLINE} if st.offline else set())), "reports": st.reports,
             "commands_open": len(self.commands.open(device)),
         }

@@ -28,15 +28,17 @@ import socket
 import ssl
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from gateway.config import MqttSection
 from gateway.ingest.mqtt5 import ConnectOptions, MqttConnection, MqttError
 from gateway.logging import fields
+from gateway.spool import SubmitResult
 from gateway.upstream import RetryPolicy
 from gateway.verify import Verifier
-from gateway.wire import Report, down_topic
+from gateway.wire import down_topic
 from gateway.wire.identity import TOPIC_ROOT
 
 log = logging.getLogger("gateway.ingest.mqtt")
@@ -79,7 +81,8 @@ class MqttIngest:
         self._ssl = tls_context(config)
         self._conn: MqttConnection | None = None
         self._topics: dict[bytes, tuple[str, str, str]] = {}
-        self._stores: set[asyncio.Task[None]] = set()
+        self._inflight = 0  # reports handed to the spool, not yet answered
+        self._idle = asyncio.Event()
         self._stopping = False
         self._redeliver = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -197,13 +200,13 @@ class MqttIngest:
             if pid and conn is not None:
                 conn.puback(pid)
             return
-        task = asyncio.get_running_loop().create_task(self._store(report, payload, text, arrival, pid, conn))
-        self._stores.add(task)
-        task.add_done_callback(self._stores.discard)
+        self._inflight += 1
+        self.verifier.store(report, payload, "mqtt", text, arrival, partial(self._stored, pid, conn))
 
-    async def _store(self, report: Report, payload: bytes, topic: str, arrival: int, pid: int,
-                     conn: MqttConnection | None) -> None:
-        result = await self.verifier.store(report, payload, "mqtt", topic, arrival)
+    def _stored(self, pid: int, conn: MqttConnection | None, result: SubmitResult | None) -> None:
+        self._inflight -= 1
+        if not self._inflight:
+            self._idle.set()
         if result is None:
             self.unacked_failures += 1
             self._redeliver.set()
@@ -232,8 +235,9 @@ class MqttIngest:
         conn = self._conn
         if conn is not None:
             conn.pause_reading()
-        if self._stores:
-            await asyncio.gather(*list(self._stores), return_exceptions=True)
+        while self._inflight:
+            self._idle.clear()
+            await self._idle.wait()
         if conn is not None:
             await asyncio.sleep(0)  # let the last PUBACKs be written
             await conn.disconnect()
@@ -246,4 +250,4 @@ class MqttIngest:
                                 1 if self.connected else 0)
         yield CounterMetricFamily("kerbline_mqtt_connects", "Successful broker connections", self.connects)
         yield GaugeMetricFamily("kerbline_mqtt_committing", "Reports received and not yet committed",
-                                len(self._stores))
+                                self._inflight)

@@ -27,6 +27,7 @@ import os
 import random
 import time
 from collections.abc import Iterable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +39,10 @@ from gateway.devices import CidStore
 from gateway.ingest.serial_ack import AckPoint, Entry
 from gateway.logging import fields
 from gateway.registry import Registry
+from gateway.spool import SubmitResult
 from gateway.upstream import RetryPolicy
 from gateway.verify import Verifier
-from gateway.wire import Command, FrameDecoder, Rejected, Report, encode_frame, seal_command
+from gateway.wire import Command, FrameDecoder, Rejected, encode_frame, seal_command
 
 log = logging.getLogger("gateway.ingest.serial")
 
@@ -73,7 +75,8 @@ class SerialPort:
         self._acks: dict[str, AckPoint] = {}
         self._ack_due: set[str] = set()
         self._timed: dict[str, float] = {}  # device -> monotonic time of the last `time` sent
-        self._stores: set[asyncio.Task[None]] = set()
+        self._inflight = 0  # reports handed to the spool, not yet answered
+        self._idle = asyncio.Event()
         self._stopping = False
         self.device = device_hint  # the device behind the port (last seen on it)
         # observation
@@ -218,9 +221,8 @@ class SerialPort:
                 self._send_time(device)
         point = self._point(device)
         entry = point.frame((report.boot, report.seq))
-        task = asyncio.get_running_loop().create_task(self._store(report, message, arrival, point, entry))
-        self._stores.add(task)
-        task.add_done_callback(self._stores.discard)
+        self._inflight += 1
+        self.verifier.store(report, message, "serial", self.source, arrival, partial(self._stored, device, point, entry))
 
     def _point(self, device: str) -> AckPoint:
         point = self._acks.get(device)
@@ -229,12 +231,14 @@ class SerialPort:
             point.loss()  # first sight: untrusted until the device's next round
         return point
 
-    async def _store(self, report: Report, message: bytes, arrival: int, point: AckPoint, entry: Entry) -> None:
-        result = await self.verifier.store(report, message, "serial", self.source, arrival)
+    def _stored(self, device: str, point: AckPoint, entry: Entry, result: SubmitResult | None) -> None:
+        self._inflight -= 1
+        if not self._inflight:
+            self._idle.set()
         point.settle(entry, result is not None)
-        if point.want_ack and report.device not in self._ack_due:
-            self._ack_due.add(report.device)
-            asyncio.get_running_loop().call_soon(self._send_ack, report.device)
+        if point.want_ack and device not in self._ack_due:
+            self._ack_due.add(device)
+            asyncio.get_running_loop().call_soon(self._send_ack, device)
 
     # --- writing ------------------------------------------------------------------------------
 
@@ -300,8 +304,9 @@ class SerialPort:
         loop = asyncio.get_running_loop()
         if self._fd >= 0:
             loop.remove_reader(self._fd)
-        if self._stores:
-            await asyncio.gather(*list(self._stores), return_exceptions=True)
+        while self._inflight:
+            self._idle.clear()
+            await self._idle.wait()
         await asyncio.sleep(0)  # the acks scheduled by the last commits
         if self._out and self._fd >= 0:
             try:

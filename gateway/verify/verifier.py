@@ -5,9 +5,9 @@ on MQTT, registry, MAC in constant time, payload, shape) synchronously, in the l
 A refusal is counted (`kerbline_rejected{reason, link}`), logged with the device it claims to come
 from (rate-limited, see rejections.py) and its raw bytes go to the quarantine.
 
-`store` settles the report's time (gateway.timebase), submits it to the spool and returns the spool's
-answer once the group commit is on disk: STORED and DUPLICATE may be acknowledged; None (spool full or
-failing) must not be. Dedup on (device, boot, seq) is the spool's, persisted with the reports in the
+`store` settles the report's time (gateway.timebase), submits it to the spool and calls back with the
+spool's answer once the group commit is on disk: STORED and DUPLICATE may be acknowledged; None (spool
+full or failing) must not be. Dedup on (device, boot, seq) is the spool's, persisted with the reports in the
 same transaction, so a report resent after a gateway crash is recognised. A duplicate is counted
 under the reason `duplicate` but not quarantined: it is the normal outcome of at-least-once delivery.
 """
@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from functools import partial
 
 from gateway.logging import fields
 from gateway.metrics import Metrics
@@ -30,6 +31,8 @@ log = logging.getLogger("gateway.verify")
 
 # observer(report, link, source, time_s, time_estimated, arrival_ns): called for every stored report
 Observer = Callable[[Report, str, str, float, bool, int], None]
+# done(result): the spool's answer for a report given to `store`; None means not stored (do not ack)
+Done = Callable[[SubmitResult | None], None]
 
 
 class Verifier:
@@ -83,19 +86,45 @@ class Verifier:
         self.rejections.record(reason.value, device, link, source, rejection.detail)
         self.quarantine.add(link, source, device, reason.value, rejection.detail, raw)
 
-    async def store(self, report: Report, raw: bytes, link: str, source: str, arrival_ns: int) -> SubmitResult | None:
-        """Commit `report`; STORED/DUPLICATE once it is durable, None when it was not stored."""
+    def store(self, report: Report, raw: bytes, link: str, source: str, arrival_ns: int, done: Done) -> None:
+        """Commit `report`, then call `done(result)`: STORED/DUPLICATE once it is durable, None when it was not
+        stored. On the hot path this is one future and one callback per report, no task."""
         time_s, estimated = self.timebase.settle(report, arrival_ns)
         if self.commit_delay_s:
-            await asyncio.sleep(self.commit_delay_s)
-        try:
-            result = await self.spool.submit(report, raw, arrival_ns=arrival_ns, time_s=time_s,
-                                             time_estimated=estimated)
-        except SpoolError as exc:
-            self.metrics.refused[link] += 1
-            log.error("report not stored", extra=fields(device=report.device, boot=report.boot, seq=report.seq,
-                                                        link=link, error=str(exc)))
-            return None
+            pending: Awaitable[SubmitResult] = self._delayed(report, raw, arrival_ns, time_s, estimated)
+        else:
+            try:
+                pending = self.spool.submit(report, raw, arrival_ns=arrival_ns, time_s=time_s,
+                                            time_estimated=estimated)
+            except SpoolError as exc:
+                self._not_stored(report, link, exc)
+                done(None)
+                return
+        future = pending if isinstance(pending, asyncio.Future) else asyncio.ensure_future(pending)
+        future.add_done_callback(partial(self._committed, report, link, source, time_s, estimated, arrival_ns, done))
+
+    async def _delayed(self, report: Report, raw: bytes, arrival_ns: int, time_s: float,
+                       estimated: bool) -> SubmitResult:
+        await asyncio.sleep(self.commit_delay_s)
+        return await self.spool.submit(report, raw, arrival_ns=arrival_ns, time_s=time_s, time_estimated=estimated)
+
+    def _not_stored(self, report: Report, link: str, exc: BaseException) -> None:
+        self.metrics.refused[link] += 1
+        log.error("report not stored", extra=fields(device=report.device, boot=report.boot, seq=report.seq,
+                                                    link=link, error=str(exc) or type(exc).__name__))
+
+    def _committed(self, report: Report, link: str, source: str, time_s: float, estimated: bool, arrival_ns: int,
+                   done: Done, future: asyncio.Future[SubmitResult]) -> None:
+        if future.cancelled():
+            self._not_stored(report, link, asyncio.CancelledError())
+            done(None)
+            return
+        exc = future.exception()
+        if exc is not None:
+            self._not_stored(report, link, exc)
+            done(None)
+            return
+        result = future.result()
         if result is SubmitResult.STORED:
             self.metrics.stored[link] += 1
             for observer in self.observers:
@@ -108,5 +137,5 @@ class Verifier:
             self.metrics.refused[link] += 1
             log.error("report refused: spool full of alarms", extra=fields(
                 device=report.device, boot=report.boot, seq=report.seq, link=link))
-            return None
-        return result
+            result = None
+        done(result)
