@@ -149,8 +149,10 @@ def check(raw):
         last = point[0] if ok else last
     if not ok:
         raise ConfigError("'ldr_table' must be 2 to 12 [mV, lux] pairs with rising mV")
-    for line in _TABLE.strip().split("\n"):
-        name = line.split()[0]
+    at = 1
+    while at < len(_TABLE):  # each table line's first word, without splitting the table (RAM)
+        name = _TABLE[at:_TABLE.find(" ", at)]
+        at = _TABLE.find("\n", at) + 1
         limits = spec(name, kind)
         if name in raw:
             if limits is None:

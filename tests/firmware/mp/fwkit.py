@@ -3,10 +3,12 @@
 - `config(kind, **settings)`: a valid raw config (a fake test key from tests/vectors/devices.json)
 - `run_cases(cases, folder, file_cases)`: run case functions, print "ok NAME" / "FAIL NAME: why", exit 1
   if any failed
-- `Tap`: the in-test stand-in for a link (kerbline.links.*): it takes each report from the real flash
-  queue as a link would, prints it as "R <alarm 0|1> <COSE message hex>" for the pytest side (which checks
-  it with the gateway's own decoder) and acks it.
-- `make_app(board, cfg)`: the App on a scripted board, with the real FlashQueue and a Tap.
+- `Tap`: the in-test stand-in for a link (kerbline.links.*): it hands its `commands` to the app as the
+  Downlink would (("on_ping",), ("on_time", t), ...), then takes each report from the real flash queue
+  as a link would, prints it as "R <alarm 0|1> <COSE message hex>" for the pytest side (which checks it
+  with the gateway's own decoder) and acks it; `fail` makes poll raise (a dead line).
+- `make_app(board, raw)`: provisions /config.json with `raw` and makes the App on a scripted board, with
+  the real FlashQueue and a Tap.
 """
 import gc
 import sys
@@ -52,6 +54,8 @@ class Tap:
         self.ack = ack
         self.polls = 0
         self.fail = None  # an exception instance to raise from poll (a dead link)
+        self.commands = []
+        self.handler = None
 
     def poll(self, now):
         from binascii import hexlify
@@ -59,6 +63,9 @@ class Tap:
         self.polls += 1
         if self.fail is not None:
             raise self.fail
+        while self.commands:
+            command = self.commands.pop(0)
+            getattr(self.handler, command[0])(*command[1:])
         if not self.ack:
             return
         for boot, seq, alarm, message in self.queue.peek(4):
@@ -67,10 +74,22 @@ class Tap:
 
 
 def make_app(board, raw, ack=True):
+    import json
+
     from kerbline import config as checker
+
     from kerbline.app import App
     from kerbline.store.queue import FlashQueue
 
-    cfg = checker.check(raw)
+    from kerbline.mem import drop
+
+    with open("/config.json", "w") as f:
+        json.dump(raw, f)
+    cfg = checker.load()
+    key = checker.take_key(cfg)
+    checker = None
+    drop("kerbline.config")  # as startup does: the checker's code is not needed after boot
     queue = FlashQueue("/queue.log", cfg["queue_bytes"])
-    return App(board, cfg, checker.take_key(cfg), queue=queue, link=Tap(queue, ack))
+    tap = Tap(queue, ack)
+    tap.handler = App(board, cfg, key, queue=queue, link=tap)
+    return tap.handler

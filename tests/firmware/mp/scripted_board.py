@@ -149,14 +149,14 @@ class Board:
         return self._value(self.pins, pin, "pin")
 
     def _value(self, table, pin, name):
-        value = table.get(pin)
+        if pin not in table:
+            raise AssertionError("script has no %s for pin %s" % (name, pin))
+        value = table[pin]
         if isinstance(value, list):
             return _next(value, name)
         if isinstance(value, BaseException):
             raise value
-        if value is None:
-            raise AssertionError("script has no %s for pin %s" % (name, pin))
-        return value
+        return value  # None: a sensor that does not answer (a DS18B20 gone)
 
     def set_relay(self, pin, on):
         self.relay[pin] = bool(on)
