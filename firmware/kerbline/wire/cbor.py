@@ -15,9 +15,8 @@ import struct
 from kerbline.compat import const
 from kerbline.wire.reject import BAD_CBOR, TOO_DEEP, TOO_LARGE, Reject
 
-MAX_TEXT = const(64)
+_MAX_TEXT = const(64)
 MAX_DEPTH = const(4)
-COSE_MAC0_TAG = const(17)
 
 _UINT = const(0)
 _NINT = const(1)
@@ -36,13 +35,10 @@ class Tag:
         self.tag = tag
         self.value = value
 
-    def __eq__(self, other):
-        return isinstance(other, Tag) and self.tag == other.tag and self.value == other.value
-
 
 # ---------------------------------------------------------------- encoding
 
-MAX_ENCODED = const(1024)  # the contract's largest message
+_MAX_ENCODED = const(1024)  # the contract's largest message
 
 
 class Writer:
@@ -51,7 +47,7 @@ class Writer:
     Growing a bytearray piece by piece would reallocate it at every step and fragment a 64 KB heap.
     """
 
-    def __init__(self, size=MAX_ENCODED):
+    def __init__(self, size=_MAX_ENCODED):
         self.buf = bytearray(size)
         self.pos = 0
 
@@ -183,13 +179,6 @@ def dumps(obj):
     return writer().reset_value(obj)
 
 
-def head(major, n):
-    """A head on its own, as bytes (for feeding a hash piece by piece)."""
-    w = Writer(9)
-    w.head(major, n)
-    return w.getvalue()
-
-
 # ---------------------------------------------------------------- decoding
 
 
@@ -235,7 +224,7 @@ class _Decoder:
         if major == _BYTES:
             return bytes(self._take(n))
         if major == _TEXT:
-            if n > MAX_TEXT:
+            if n > _MAX_TEXT:
                 raise Reject(TOO_LARGE)
             try:
                 return str(bytes(self._take(n)), "utf-8")

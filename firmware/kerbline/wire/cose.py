@@ -9,12 +9,12 @@ from kerbline.wire import cbor
 from kerbline.wire.hmac256 import HmacKey, equal
 from kerbline.wire.reject import BAD_COSE, BAD_TAG, KID_MISMATCH, UNKNOWN_DEVICE, Reject
 
-ALG_HMAC_256_64 = const(4)
-TAG_LEN = const(8)
-MAX_ID = const(32)
+_ALG_HMAC_256_64 = const(4)
+_TAG_LEN = const(8)
+_MAX_ID = const(32)
+_COSE_MAC0 = const(17)
 _HEADER_ALG = const(1)
 _HEADER_KID = const(4)
-_BSTR = const(2)
 _MAC0_CONTEXT = b"\x84\x64MAC0"  # array(4), text(4) "MAC0": the fixed start of the MAC structure
 _EMPTY_BSTR = b"\x40"
 _ENVELOPE_START = b"\xd1\x84"  # tag 17, array(4)
@@ -26,7 +26,7 @@ def valid_device_id(kid):
     """1 to 32 bytes of [a-z0-9-] (bytes or str)."""
     if isinstance(kid, str):
         kid = kid.encode()
-    if not 1 <= len(kid) <= MAX_ID:
+    if not 1 <= len(kid) <= _MAX_ID:
         return False
     for c in kid:
         if not (0x61 <= c <= 0x7A or 0x30 <= c <= 0x39 or c == 0x2D):
@@ -36,26 +36,29 @@ def valid_device_id(kid):
 
 def protected_header(device_id):
     """The protected header bytes for `device_id` (deterministic CBOR of {1: 4, 4: kid})."""
-    return cbor.dumps({_HEADER_ALG: ALG_HMAC_256_64, _HEADER_KID: device_id.encode()})
+    return cbor.dumps({_HEADER_ALG: _ALG_HMAC_256_64, _HEADER_KID: device_id.encode()})
+
+
+def _bstr_head(n):
+    """The CBOR head of a byte string of `n` bytes (a message is at most 1024 bytes)."""
+    if n < 24:
+        return bytes((0x40 | n,))
+    if n < 0x100:
+        return bytes((0x58, n))
+    return bytes((0x59, n >> 8, n & 0xFF))
 
 
 def mac(hmac_key, protected, payload):
     """The 8-byte tag, fed piece by piece so the MAC structure is never built in RAM."""
-    full = hmac_key.digest(
-        _MAC0_CONTEXT,
-        cbor.head(_BSTR, len(protected)),
-        protected,
-        _EMPTY_BSTR,
-        cbor.head(_BSTR, len(payload)),
-        payload,
-    )
-    return full[:TAG_LEN]
+    full = hmac_key.digest(_MAC0_CONTEXT, _bstr_head(len(protected)), protected, _EMPTY_BSTR,
+                           _bstr_head(len(payload)), payload)
+    return full[:_TAG_LEN]
 
 
 def parse(message):
     """Split a COSE_Mac0 message into (kid str, protected, payload, tag), or Reject(bad_cose/...)."""
     envelope = cbor.loads(message, outer_tag=True)
-    if not isinstance(envelope, cbor.Tag) or envelope.tag != cbor.COSE_MAC0_TAG:
+    if not isinstance(envelope, cbor.Tag) or envelope.tag != _COSE_MAC0:
         raise Reject(BAD_COSE)
     parts = envelope.value
     if not isinstance(parts, list) or len(parts) != 4:
@@ -63,14 +66,14 @@ def parse(message):
     protected, unprotected, payload, tag = parts
     if not isinstance(protected, bytes) or not isinstance(unprotected, dict):
         raise Reject(BAD_COSE)
-    if not isinstance(payload, bytes) or not isinstance(tag, bytes) or len(tag) != TAG_LEN:
+    if not isinstance(payload, bytes) or not isinstance(tag, bytes) or len(tag) != _TAG_LEN:
         raise Reject(BAD_COSE)
     header = cbor.loads(protected)
     if not isinstance(header, dict) or len(header) != 2:
         raise Reject(BAD_COSE)
     kid = header.get(_HEADER_KID)
     alg = header.get(_HEADER_ALG)
-    if alg != ALG_HMAC_256_64 or isinstance(alg, bool) or not isinstance(kid, bytes):
+    if alg != _ALG_HMAC_256_64 or isinstance(alg, bool) or not isinstance(kid, bytes):
         raise Reject(BAD_COSE)
     if not valid_device_id(kid):
         raise Reject(BAD_COSE)
@@ -113,10 +116,10 @@ class Sealer:
         tag = mac(self.hmac_key, protected, payload)
         w = cbor.writer()
         w.raw(_ENVELOPE_START)
-        w.head(_BSTR, len(protected))
+        w.raw(_bstr_head(len(protected)))
         w.raw(protected)
         w.raw(_EMPTY_MAP)
-        w.head(_BSTR, len(payload))
+        w.raw(_bstr_head(len(payload)))
         w.raw(payload)
         w.raw(_TAG_HEAD)
         w.raw(tag)

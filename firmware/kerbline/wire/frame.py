@@ -14,7 +14,6 @@ from kerbline.wire.reject import BAD_CRC, TOO_LARGE, Reject
 MAX_MESSAGE = const(1024)
 _CRC_LEN = const(2)
 MAX_FRAME = const(1031)  # cobs.max_encoded_len(MAX_MESSAGE + _CRC_LEN) = 1026 + 4 + 1
-DELIMITER = b"\x00"
 
 
 def encode(message):
