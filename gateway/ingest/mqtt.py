@@ -143,11 +143,12 @@ class MqttIngest:
     async def _serve(self, conn: MqttConnection) -> None:
         """Until the connection ends (or must be dropped so unstored reports come again)."""
         self._redeliver.clear()
-        redeliver = asyncio.ensure_future(self._redeliver.wait())
+        redeliver: asyncio.Future[bool] = asyncio.ensure_future(self._redeliver.wait())
         try:
             while not conn.closed.done():
                 self.progress_at = time.monotonic()
-                await asyncio.wait([conn.closed, redeliver], timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait([conn.closed, redeliver], timeout=1.0,  # type: ignore[type-var]
+                                   return_when=asyncio.FIRST_COMPLETED)
                 if redeliver.done() and not conn.closed.done():
                     log.warning("dropping the broker connection so unstored reports are sent again",
                                 extra=fields(unacked=self.unacked_failures))

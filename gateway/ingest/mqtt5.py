@@ -81,6 +81,10 @@ class MqttError(ConnectionError):
         self.code = code
 
 
+def _int(value: object, default: int) -> int:
+    return value if isinstance(value, int) else default
+
+
 def reason_text(code: int) -> str:
     return _REASONS.get(code, f"reason 0x{code:02x}")
 
@@ -251,9 +255,9 @@ class MqttConnection(asyncio.Protocol):
                 conn.abort()
                 raise
         conn.session_present = session_present
-        conn._room = asyncio.Semaphore(int(props.get(P_RECEIVE_MAXIMUM, 65535)))  # type: ignore[arg-type]
-        conn.broker_max_packet = int(props.get(P_MAXIMUM_PACKET, 1 << 28))  # type: ignore[arg-type]
-        conn._keepalive = int(props.get(P_SERVER_KEEP_ALIVE, options.keepalive_s))  # type: ignore[arg-type]
+        conn._room = asyncio.Semaphore(_int(props.get(P_RECEIVE_MAXIMUM), 65535))
+        conn.broker_max_packet = _int(props.get(P_MAXIMUM_PACKET), 1 << 28)
+        conn._keepalive = _int(props.get(P_SERVER_KEEP_ALIVE), options.keepalive_s)
         if conn._keepalive:
             conn._ping_task = loop.create_task(conn._keep_alive())
         return conn

@@ -31,7 +31,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import serial
+import serial  # type: ignore[import-untyped]  # pyserial ships no stubs
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from gateway.config import SerialSection

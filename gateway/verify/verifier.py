@@ -124,7 +124,7 @@ class Verifier:
             self._not_stored(report, link, exc)
             done(None)
             return
-        result = future.result()
+        result: SubmitResult | None = future.result()
         if result is SubmitResult.STORED:
             self.metrics.stored[link] += 1
             for observer in self.observers:
