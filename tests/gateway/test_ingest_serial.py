@@ -7,7 +7,9 @@ from pathlib import Path
 
 from gateway.ingest.serial_ack import AckPoint
 from gateway.service import Gateway
-from tests.gateway.rig import Pty, SerialDevice, jsonl_readings, make_config, report_keys, wait_for, write_registry
+from gateway.wire import encode_frame
+from tests.gateway.rig import (Pty, SerialDevice, jsonl_readings, make_config, report_keys, sealed_report, wait_for,
+                               write_registry)
 
 
 def _round(point: AckPoint, keys: list[tuple[int, int]], durable: bool = True) -> None:
@@ -150,3 +152,35 @@ async def test_port_that_vanishes_and_comes_back_is_reopened_and_gets_time_again
         await gateway.stop()
     keys = report_keys(jsonl_readings(tmp_path / "out/readings.jsonl"))
     assert keys == [("bin-0042", 1, 1), ("bin-0042", 1, 2)]
+
+
+async def test_forged_frames_are_refused_and_commands_reach_a_serial_device(tmp_path: Path) -> None:
+    write_registry(tmp_path / "registry.toml")
+    pty = Pty()
+    gateway = Gateway(make_config(tmp_path, serial=[pty.path]))
+    device = SerialDevice("bin-0042", pty, tmp_path / "dev")
+    device.report()
+    await gateway.start()
+    device.start()
+    try:
+        await wait_for(lambda: len(device.queue) == 0, 20, "the first report acked")
+        forged = bytearray(sealed_report("bin-0042", 1, 99))
+        forged[-1] ^= 0x55
+        pty.write(encode_frame(bytes(forged)))
+        pty.write(encode_frame(sealed_report("bin-0043", 1, 1)[:-3]))  # cut short: not CBOR any more
+        await wait_for(lambda: gateway.metrics.rejected.labels("bad_tag", "serial")._value.get() == 1, 10, "bad_tag")
+        await wait_for(lambda: gateway.metrics.rejected.labels("bad_cbor", "serial")._value.get() == 1, 10, "bad_cbor")
+        held = gateway.quarantine.list(device="bin-0042")
+        assert [f["reason"] for f in held] == ["bad_tag"] and held[0]["source"] == pty.path
+        entry = gateway.devices.submit_command("bin-0042", "ping", {})
+        await wait_for(lambda: device.app.pings == 1, 10, "the ping at the device")
+        assert entry.status.value == "sent" and entry.link == "serial"
+        device.report()  # the device answers a ping with a report
+        await wait_for(lambda: entry.status.value == "effected", 10, "the ping's effect")
+        config = gateway.devices.submit_command("bin-0042", "config", {"interval": 600})
+        await wait_for(lambda: device.app.configs == [{"interval": 600}], 10, "the config at the device")
+        assert config.cid is not None and config.cid > entry.cid  # type: ignore[operator]
+    finally:
+        await device.stop()
+        await gateway.stop()
+        pty.close()
