@@ -270,6 +270,7 @@ class SensorServer:
         self.devices: dict[str, _Device] = {}
         self.rejected: Counter[str] = Counter()
         self.connections = 0
+        self.hang: set[str] = set()  # fault injection: ops never answered (a bus that locks up)
 
     def add_device(self, config: dict[str, Any], hardware: Hardware) -> None:
         pins = config.get("pins", {})
@@ -325,6 +326,8 @@ class SensorServer:
 
     async def _handle(self, device: _Device, words: list[str]) -> str:
         op = words[0] if words else ""
+        if op in self.hang:
+            await asyncio.Event().wait()  # until the device gives up (its watchdog) or the server closes
         try:
             if op == "i2cw":
                 return self._i2c_write(device, int(words[1]), bytes.fromhex(words[2]))

@@ -2,8 +2,10 @@
 
 `SimRig` flashes a device root the way a technician's tool would (the compiled firmware, boot.py,
 main.py, /config.json), serves its hardware with `simulator.devices.sensor_server`, and plays the
-gateway's end of its serial line on the pty master: frames are decoded, each report's COSE tag checked
-under the device key and its payload parsed, and every report acked (unless `ack` is off). `boot()`
+gateway's end of its serial line on the pty master: frames are decoded, each report checked and parsed by
+the gateway's own decoder (`gateway.wire.messages.decode_serial_report`), and every report acked (unless
+`ack` is off). `on_next_report` commands are sent when the next report arrives (the device is awake
+then; bytes sent to a sleeping device are lost, as on a real line), before its ack, then forgotten. `boot()`
 runs one boot of the MicroPython unix-port process (boot.py then main.py, 64 KB heap) until it exits,
 as the simulator's device runner does; exit codes are the sim board's (64 deep-sleep wake, 65 reset).
 """
@@ -19,9 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kerbline.wire import command, cose, frame, report_parse
-from kerbline.wire.hmac256 import HmacKey
-from kerbline.wire.reject import Reject
+from gateway.wire.reasons import Rejected
+from gateway.wire.messages import decode_serial_report
+from gateway.wire.model import Report
+from kerbline.wire import command, cose, frame
 from simulator.devices.sensor_server import BenchHardware, SensorServer
 from tests.harness.micropython import prepare_micropython
 
@@ -50,10 +53,11 @@ class SimRig:
     hardware: BenchHardware = field(default_factory=BenchHardware)
     heap: str = "64k"
     ack: bool = True
-    reports: list[dict[str, Any]] = field(default_factory=list)
+    reports: list[Report] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)
     server: SensorServer = field(default_factory=SensorServer)
     cid: int = 0
+    on_next_report: list[tuple[str, dict[Any, Any]]] = field(default_factory=list)
 
     async def start(self) -> None:
         await self.server.start()
@@ -64,7 +68,7 @@ class SimRig:
         self.config["link"] = {"type": "serial", "pty": os.ttyname(self._slave)}
         self.server.add_device({k: v for k, v in self.config.items() if k != "key"}, self.hardware)
         self.flash()
-        self._key = HmacKey(bytes.fromhex(self.config["key"]))
+        self._key = bytes.fromhex(self.config["key"])
         self._sealer = cose.Sealer(self.config["id"], bytes.fromhex(self.config["key"]))
         self._deframer = frame.Deframer(self._on_message, self.rejected.append)
         os.set_blocking(self.master, False)
@@ -90,14 +94,16 @@ class SimRig:
 
     def _on_message(self, message: bytes) -> None:
         try:
-            _, payload = cose.verify(message, lambda d: self._key, self.config["id"])
-            meaning = report_parse.parse(payload)
-        except Reject as e:
-            self.rejected.append(e.reason)
+            got = decode_serial_report(message, lambda device: self._key if device == self.config["id"] else None)
+        except Rejected as e:
+            self.rejected.append(str(e.reason))
             return
-        self.reports.append(meaning)
+        self.reports.append(got)
+        for op, args in self.on_next_report:
+            self.send(op, args)
+        self.on_next_report = []
         if self.ack:
-            self.send("ack", {command.A_BOOT: meaning["boot"], command.A_SEQ: meaning["seq"]})
+            self.send("ack", {command.A_BOOT: got.boot, command.A_SEQ: got.seq})
 
     def send(self, op: str, args: dict[Any, Any] | None = None) -> None:
         """A command to the device, sealed under its key, framed onto its serial line."""

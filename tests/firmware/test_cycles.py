@@ -149,7 +149,7 @@ def test_light_dusk(tmp_path: Path, mp_lib: Path) -> None:
     run = scenario(tmp_path, mp_lib, "light_dusk")
     day, dusk, periodic = run.reports
     assert day.values["lux"] == 1000 and day.values["lamp"] is False and day.values["dim"] == 0
-    assert dusk.values["lux"] == 5 and dusk.values["lamp"] is True and dusk.values["dim"] == 80
+    assert dusk.values["lux"] == 6 and dusk.values["lamp"] is True and dusk.values["dim"] == 80
     # samples every 5 s (plus the BH1750's measuring time): the 2nd dark one (switch_n) at about 25 s switches
     # the lamp and is reported at once; then the periodic report 60 s later
     assert 25_000 <= dusk.report.uptime < 27_000

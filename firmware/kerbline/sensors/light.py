@@ -3,7 +3,7 @@
 BH1750 (address 0x23): each sample is a one-time high-resolution measurement (the chip powers down
 after it, and a bus glitch cannot leave it in a wrong continuous mode). Automatic range through the
 measurement-time register MTreg, stepped over 31, 69 (the default), 254:
-  lux = count / 1.2 * 69 / MTreg = count * 345 // (6 * MTreg)
+  lux = count / 1.2 * 69 / MTreg = count * 345 / (6 * MTreg), rounded to the nearest lx
 so MTreg 254 resolves 0.23 lx up to 14,800 lx (dusk, where the lamp decides), 69 gives 1 lx up to
 54,600 lx and 31 reaches 121,000 lx (full sun). A count near saturation (>= 60000) steps down and
 measures again at once, a count under 500 steps up and measures again; at most two steps per sample,
@@ -27,7 +27,7 @@ MT_STEPS = (31, 69, 254)
 
 
 def bh1750_lux(count, mt):
-    return count * 345 // (6 * mt)
+    return (count * 345 + 3 * mt) // (6 * mt)  # rounded to the nearest lx
 
 
 def ldr_lux(mv, table):

@@ -26,7 +26,7 @@ def light_board(counts, curr=37):
 
 BRIGHT = b"\x04\xb0"  # 1200 counts at MTreg 69: 1000 lx
 
-DUSK = [b"\x00\x07", b"\x00\x1a"]  # 7 counts at 69 (too few: step up), then 26 at MTreg 254: 5 lx
+DUSK = [b"\x00\x07", b"\x00\x1a"]  # 7 counts at 69 (too few: step up), then 26 at MTreg 254: 6 lx
 
 def run_light(board, raw, until_ms, fail=None):
     app = make_app(board, raw)
@@ -43,7 +43,7 @@ def run_light(board, raw, until_ms, fail=None):
     return app
 
 def scenario_light_dusk():
-    # 1000 lx for 4 samples (0-15 s), then 5 lx: on after switch_n (2) dark samples, at 25 s, no current
+    # 1000 lx for 4 samples (0-15 s), then 6 lx: on after switch_n (2) dark samples, at 25 s, no current
     # drawn while off, 199 mA once on
     board = light_board([BRIGHT] * 4 + DUSK, [0] * 5 + [37])
     run_light(board, config("light", sample_s=5, report_s=60, dim=80), 130000)
