@@ -55,7 +55,13 @@ def selftest(device_id: str, port: str, registry: Path, timeout: float = 60.0) -
     with tempfile.NamedTemporaryFile("w", suffix=".py", prefix="kerbline-selftest-") as script:
         script.write(SELFTEST_SOURCE.read_text("utf-8") + "\nrun()\n")
         script.flush()
-        output = board.run_file(Path(script.name), lambda line: None, timeout)
+        try:
+            output = board.run_file(Path(script.name), lambda line: None, timeout)
+        except StepError as exc:
+            if "no module named 'kerbline" in exc.why:
+                raise StepError(f"the board on {port} holds no Kerbline firmware",
+                                f"flash it first: kerbline device flash {device_id} --port {port}") from None
+            raise
     board.reset()  # the self-test stopped the application; start it again
     checks, end = parse(output)
     if end is None:
