@@ -1,7 +1,8 @@
 """`kerbline-sim`: run a scenario against a real broker and gateway, watch it, get a report.
 
     kerbline-sim run SCENARIO [--duration 6h] [--time-factor 720] [--keep-running] [--run-dir DIR]
-                              [--mode faithful|fleet] [--heap 128k] [--plain] [--no-check]
+                              [--mode faithful|fleet] [--stepped] [--shared N] [--heap 128k] [--plain]
+                              [--no-check]
     kerbline-sim check SCENARIO          read and check a scenario file, print what it builds
 
 SCENARIO is a TOML file or the name of a shipped one (`demo`, `soak`, `fleet10k`). A run starts its own
@@ -51,6 +52,10 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--time-factor", type=positive, help="simulated seconds per wall second (default: the scenario's)")
     parser.add_argument("--keep-running", action="store_true", help="go on past the scenario's end until Ctrl-C")
     parser.add_argument("--run-dir", type=Path, help="where configs, flash dirs, logs and outputs go (default: a new temp dir)")
+    parser.add_argument("--mode", choices=("faithful", "fleet"), default="faithful",
+                        help="faithful: a MicroPython process per device; fleet: MQTT devices in this process")
+    parser.add_argument("--stepped", action="store_true", help="fleet only: as fast as possible, not paced")
+    parser.add_argument("--shared", type=int, metavar="N", help="fleet: N shared MQTT connections (default: one per device)")
     parser.add_argument("--heap", default=DEFAULT_HEAP, help=f"MicroPython heap per faithful device (default {DEFAULT_HEAP})")
     parser.add_argument("--drain-s", type=positive, default=20.0, help="at the end, how long the gateway may take to catch up")
     parser.add_argument("--plain", action="store_true", help="progress lines instead of the in-place live view")
@@ -59,8 +64,8 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
 
 def options_from(args: argparse.Namespace, scenario: Scenario) -> RunOptions:
     return RunOptions(scenario=with_overrides(scenario, args.duration, args.time_factor), run_dir=args.run_dir,
-                      keep_running=args.keep_running, heap=args.heap, drain_s=args.drain_s, plain=args.plain,
-                      check=not args.no_check)
+                      mode=args.mode, stepped=args.stepped, shared=args.shared, keep_running=args.keep_running,
+                      heap=args.heap, drain_s=args.drain_s, plain=args.plain, check=not args.no_check)
 
 
 def scenario_arg(text: str) -> Scenario:

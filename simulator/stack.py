@@ -36,8 +36,8 @@ class StackError(RuntimeError):
     """A part the run needs is missing or did not start; the message names it."""
 
 
-def preflight(need_mqtt: bool, need_serial: bool) -> None:
-    """Raise StackError naming every missing part."""
+def preflight(need_mqtt: bool, need_serial: bool, need_firmware_mqtt: bool) -> None:
+    """Raise StackError naming every missing part (`need_firmware_mqtt`: faithful devices on MQTT)."""
     missing = []
     if need_mqtt and not MOSQUITTO.exists():
         missing.append(f"the MQTT broker {MOSQUITTO} (Debian package mosquitto; scripts/bootstrap.sh installs it)")
@@ -49,7 +49,7 @@ def preflight(need_mqtt: bool, need_serial: bool) -> None:
             missing.append(what)
     if need_serial and importlib.util.find_spec("gateway.ingest.serial") is None:
         missing.append("the gateway's serial ingest (gateway/ingest/serial.py)")
-    if need_mqtt and importlib.util.find_spec("kerbline.links.mqtt_link") is None:
+    if need_firmware_mqtt and importlib.util.find_spec("kerbline.links.mqtt_link") is None:
         missing.append("the firmware's MQTT link (firmware/kerbline/links/mqtt_link.py, imported by "
                        "kerbline.app.open_link)")
     if missing:

@@ -6,13 +6,14 @@ each (device, name), for the live view and the summary.
 
 `check()` compares every measured reading upstream with the ground truth the world wrote
 (`simulator.world.truth`): a reading matches when some truth value of the same device and quantity,
-taken within `window_s` of the reading's time (mapped from the host clock, which the devices' clocks
-follow, to simulated time by the run's clock), is within the quantity's tolerance. Tolerances are the
+taken within `window_s` of the reading's simulated time (`time_of`: a faithful device's clock is the host's, which
+the run's paced clock maps to simulated time; a fleet device's clock is simulated time), is within the quantity's tolerance. Tolerances are the
 sensor chain's own resolution plus the noise the scenario injects (`TOLERANCE`); a quantity whose device
 value is not the world's value by design (`energy`: integrated by the device over its own time;
 `power`: V x I, apparent power, where the world's is real power) is not compared. Readings the world
-tampered with (a `fault.<quantity>` line within the window: a wet, stuck sonar reads a stale value until
-the firmware notices) are counted as `excused`, not as matches or mismatches.
+tampered with (a `fault.<quantity>` line within the window for the quantity or one it is computed with,
+`DEPENDS`: a wet, stuck sonar reads a stale value until the firmware notices; a failed temperature read
+times the sonar at 20 C) are counted as `excused`, not as matches or mismatches.
 
 Alarms: every truth event that should raise one (`fire`, `tilt`, `lamp_fail`) is looked for upstream as an
 `alarm` reading of that kind from that device after the event.
@@ -25,7 +26,7 @@ import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from simulator.world import read_truth
 
@@ -41,6 +42,9 @@ TOLERANCE: dict[str, tuple[Callable[[Any], float], float, float]] = {
     "lamp": (bool, 0.0, 0.0),
     "dim": (lambda v: float(v) * 100.0, 1.0, 0.0),  # percent of full
 }
+# the sensors whose faults can change a reading: the sonar's distance (and the fill from it) is timed with
+# the speed of sound at the enclosure temperature, which falls back to 20 C when the DS18B20 fails
+DEPENDS = {"dist": ("dist", "temp"), "fill": ("dist", "temp")}
 ALARM_EVENTS = {"fire": "fire", "tilt": "tilt", "lamp_fail": "lamp_fail"}
 MAX_EXAMPLES = 20
 
@@ -87,9 +91,8 @@ class Upstream:
             new += 1
         return new
 
-    def device_alarms(self, device: str) -> list[tuple[float, str]]:
-        return [(float(r["time"]), str(r["value"])) for r in self.readings
-                if r["device"] == device and r.get("name") == "alarm"]
+    def device_alarms(self, device: str) -> list[dict[str, Any]]:
+        return [r for r in self.readings if r["device"] == device and r.get("name") == "alarm"]
 
 
 @dataclass
@@ -118,9 +121,10 @@ class CheckResult:
         return out
 
 
-def check(truth_path: Path, upstream: Upstream, to_sim: Callable[[float], float], window_s: float,
+def check(truth_path: Path, upstream: Upstream, time_of: Callable[[Mapping[str, Any]], float], window_s: float,
           devices: set[str] | None = None) -> CheckResult:
-    """Compare every measured upstream reading (of `devices`, default all) with the ground truth."""
+    """Compare every measured upstream reading (of `devices`, default all) with the ground truth.
+    `time_of(reading)` is the reading's simulated time (from its `time` and the run's clocks)."""
     values: dict[tuple[str, str], tuple[list[float], list[Any]]] = defaultdict(lambda: ([], []))
     faults: dict[tuple[str, str], list[float]] = defaultdict(list)
     events: list[tuple[str, str, float]] = []
@@ -141,7 +145,7 @@ def check(truth_path: Path, upstream: Upstream, to_sim: Callable[[float], float]
         name, device = str(r.get("name")), str(r.get("device"))
         if name not in TOLERANCE or (devices is not None and device not in devices):
             continue
-        t = to_sim(float(r["time"]))
+        t = time_of(r)
         convert, tol_abs, tol_rel = TOLERANCE[name]
         ts, vs = values.get((device, name), ([], []))
         lo, hi = bisect.bisect_left(ts, t - window_s), bisect.bisect_right(ts, t + window_s)
@@ -153,8 +157,8 @@ def check(truth_path: Path, upstream: Upstream, to_sim: Callable[[float], float]
         if any(_close(value, convert(v), tol_abs, tol_rel) for v in vs[lo:hi]):
             result.matched[name] += 1
             continue
-        ft = faults.get((device, name), [])
-        if bisect.bisect_left(ft, t - window_s) != bisect.bisect_right(ft, t + window_s):
+        if any(bisect.bisect_left(ft, t - window_s) != bisect.bisect_right(ft, t + window_s)
+               for ft in (faults.get((device, q), []) for q in DEPENDS.get(name, (name,)))):
             result.excused[name] += 1
             continue
         result.mismatched[name] += 1
@@ -163,7 +167,7 @@ def check(truth_path: Path, upstream: Upstream, to_sim: Callable[[float], float]
                          f"at t={ts[nearest]:.0f}")
     for device, kind, t in sorted(events, key=lambda e: e[2]):
         result.alarms_expected.append((device, kind, t))
-        if not any(v == kind and to_sim(at) >= t - window_s for at, v in upstream.device_alarms(device)):
+        if not any(r.get("value") == kind and time_of(r) >= t - window_s for r in upstream.device_alarms(device)):
             result.alarms_missing.append((device, kind, t))
     return result
 

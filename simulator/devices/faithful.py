@@ -174,24 +174,10 @@ class FaithfulStreet:
             out["net_cut"] = net_cut
         return out
 
-    def broker_handlers(self) -> dict[str, Handler]:
-        broker = self.broker
-        if broker is None:
-            return {}
-
-        def restart(e: LinkEvent) -> Callable[[], object]:
-            broker.restart_down()
-            return lambda: asyncio.to_thread(broker.start)
-
-        return {"broker_restart": restart}
-
-    async def play_faults(self, until: float, broker: bool = True) -> None:
-        """Play every device's faults (and the broker's) until simulated time `until`."""
-        plays = [self.faults.play(self.world.faults.device(d.spec.id), self.handlers(d), until)
-                 for d in self.devices.values()]
-        if broker and self.broker is not None:
-            plays.append(self.faults.play(self.world.faults.broker(), self.broker_handlers(), until))
-        await asyncio.gather(*plays)
+    async def play_faults(self, until: float) -> None:
+        """Play every device's faults until simulated time `until` (the broker's are the run's)."""
+        await asyncio.gather(*(self.faults.play(self.world.faults.device(d.spec.id), self.handlers(d), until)
+                               for d in self.devices.values()))
 
     # ------------------------------------------------------------------ end
 

@@ -17,6 +17,7 @@ import asyncio
 from collections import Counter
 from typing import Callable, Mapping
 
+from simulator.links.broker import Broker
 from simulator.world import EventStream, LinkEvent, SimClock
 
 # A handler starts a fault; it returns the action that ends it, or None for an instant fault.
@@ -83,3 +84,13 @@ async def _call(action: Callable[[], object]) -> None:
     result = action()
     if asyncio.iscoroutine(result):
         await result
+
+
+def broker_handlers(broker: Broker) -> dict[str, Handler]:
+    """`broker_restart`: the broker goes down, and comes back (same port, its sessions kept) at the end."""
+
+    def restart(e: LinkEvent) -> Callable[[], object]:
+        broker.restart_down()
+        return lambda: asyncio.to_thread(broker.start)
+
+    return {"broker_restart": restart}

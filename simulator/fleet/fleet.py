@@ -1,0 +1,355 @@
+"""The fleet: thousands of MQTT devices in one CPython process, running the firmware's logic on the world.
+
+Each device is a `FleetDevice` (the firmware's App, bin sampling and light loop on a `FleetBoard`) fed
+by `sensor_server.WorldHardware` on the shared `World`. One event heap orders everything by simulated
+time: device steps (a bin's wake, a light's loop turn), the world's link and power faults for each device
+(`World.faults`), and the ends of fault windows. Time is either stepped (as fast as the CPU and the broker
+allow: the load generator) or paced by the scenario's factor.
+
+MQTT side (`simulator.fleet.mqtt.MqttConnection`), two ways, chosen by `connections`:
+- `connections=None`: one connection per device, as on the street: client id and user name = device id,
+  its password, its will (`offline`, retained) and retained `online`, its own `down` subscription; the
+  broker's ACLs hold. 10,000 devices are 10,000 sockets, which asyncio and mosquitto carry.
+- `connections=N`: N shared connections as the broker's fleet user (`simulator.links.broker.FLEET_USER`,
+  allowed to publish any device's `up` and read any `down`), devices spread over them round-robin. Fewer
+  sockets, more messages per write: the cheapest way to load a gateway. There are no per-device wills
+  or state messages then.
+A report is published when its device has room in its window of 4 (as the firmware's client) and its
+connection has room; its PUBACK acknowledges it in the device's queue. Backpressure: stepping pauses
+while `max_outstanding` reports are unacknowledged fleet-wide, so a slow broker slows the simulation
+instead of growing queues without bound.
+
+Faults: `net_cut` stops the device's link for its window (its own connection is aborted, so the broker
+publishes its will); `power_cut` powers it off for the window (the queue survives, the RTC state does
+not: a new boot); `brownout` is an instant reboot. Broker restarts are the caller's (`simulator.links`).
+
+Clocks: with `clocks_set` (the default) every device's clock is right from power-on (as a device that
+takes its time from the network would be), so reports carry `time` in simulated unix seconds and the
+ground truth can be matched exactly; without, they carry `uptime` until a `time` command comes.
+
+Commands: a `down` message goes through the firmware's `Downlink` (COSE under the device key, shape,
+replay) to the App's handlers (`time`, `ping`, `config`, `reboot`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from kerbline import config as fw_config
+from simulator.devices import provision
+from simulator.devices.sensor_server import SensorServer, WorldHardware
+from simulator.fleet.device import FleetDevice, firmware_for_cpython
+from simulator.fleet.mqtt import MqttConnection, MqttError
+from simulator.links.broker import FLEET_USER
+from simulator.scenario import DeviceSpec
+from simulator.world import LinkEvent, SimClock, World
+
+STEP = 0
+FAULT = 1
+POWER_ON = 2
+NET_UP = 3
+BATCH = 512  # heap entries handled between two looks at the network
+CONNECT_CONCURRENCY = 200
+
+
+@dataclass
+class FleetStats:
+    steps: int = 0
+    reports: int = 0  # built, sealed and queued
+    published: int = 0  # PUBLISH packets written (resends included)
+    acked: int = 0
+    faults: Counter[str] = field(default_factory=Counter)
+    commands: Counter[str] = field(default_factory=Counter)
+    reconnects: int = 0
+    connect_errors: int = 0
+
+
+class _Link:
+    """One connection and the devices it carries."""
+
+    def __init__(self, fleet: Fleet, name: str) -> None:
+        self.fleet = fleet
+        self.name = name
+        self.conn: MqttConnection | None = None
+        self.devices: list[FleetDevice] = []
+        self.up = False
+
+
+class Fleet:
+    def __init__(self, world: World, specs: list[DeviceSpec], keys: Mapping[str, str], clock: SimClock, *,
+                 host: str, port: int, connections: int | None = None,
+                 passwords: Mapping[str, str] | None = None, fleet_password: str | None = None,
+                 settings: Mapping[str, Mapping[str, int]] | None = None, state_dir: Path | None = None,
+                 max_outstanding: int = 20000, keepalive: int = 60, clocks_set: bool = True) -> None:
+        firmware_for_cpython()
+        self.world = world
+        self.clock = clock
+        self.host = host
+        self.port = port
+        self.shared = connections
+        self.passwords = dict(passwords or {})
+        self.fleet_password = fleet_password
+        self.max_outstanding = max_outstanding
+        self.keepalive = keepalive
+        self.clocks_set = clocks_set
+        self.stats = FleetStats()
+        self.server = SensorServer()
+        self.devices: dict[str, FleetDevice] = {}
+        self._heap: list[tuple[float, int, int, str, Any]] = []
+        self._order = itertools.count()
+        self._links: list[_Link] = []
+        self._link_of: dict[str, _Link] = {}
+        self._net_down: set[str] = set()
+        self._ready: set[str] = set()  # devices with queued reports that may be publishable
+        self._outstanding = 0
+        self._room = asyncio.Event()
+        self._room.set()
+        self._downlinks: dict[str, Any] = {}
+        self.state_dir = state_dir
+        for spec in specs:
+            if spec.link != "mqtt":
+                raise ValueError(f"{spec.id}: the fleet runs MQTT devices only (serial devices run faithful)")
+            raw = provision.device_config(world.scenario, spec, keys[spec.id], provision.mqtt_link(host, port),
+                                          settings={**(settings or {}).get(spec.kind, {})})
+            cfg = fw_config.check(raw)
+            key = fw_config.take_key(cfg)
+            self.devices[spec.id] = FleetDevice(cfg, key, self.server, self._hardware, state_dir)
+
+    def _hardware(self, device: FleetDevice) -> WorldHardware:
+        return WorldHardware(self.world, device.id, lambda: device.now, _no_sleep)
+
+    # ------------------------------------------------------------------ connections
+
+    async def connect(self) -> None:
+        """Open every connection (per device, or the shared ones) and subscribe to the commands."""
+        if self.shared:
+            self._links = [_Link(self, f"fleet-{i}") for i in range(self.shared)]
+            for i, device in enumerate(self.devices.values()):
+                link = self._links[i % self.shared]
+                link.devices.append(device)
+                self._link_of[device.id] = link
+        else:
+            for device in self.devices.values():
+                link = _Link(self, device.id)
+                link.devices.append(device)
+                self._links.append(link)
+                self._link_of[device.id] = link
+        gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+
+        async def one(link: _Link) -> None:
+            async with gate:
+                await self._open(link)
+
+        await asyncio.gather(*(one(link) for link in self._links))
+
+    async def _open(self, link: _Link) -> bool:
+        conn = MqttConnection(self._on_ack, lambda topic, payload: self._on_message(topic, payload),
+                              lambda exc: self._on_lost(link), max_inflight=65535 if self.shared else 16)
+        try:
+            if self.shared:
+                await conn.open(self.host, self.port, link.name, FLEET_USER, self.fleet_password, self.keepalive)
+                await conn.subscribe(b"kerbline/v1/+/down")
+            else:
+                dev = link.name
+                state = f"kerbline/v1/{dev}/state".encode()
+                await conn.open(self.host, self.port, dev, dev, self.passwords.get(dev), self.keepalive,
+                                will=(state, b"offline"))
+                conn.publish(state, b"online", None, retain=True, qos=0)
+                await conn.subscribe(f"kerbline/v1/{dev}/down".encode())
+        except (OSError, asyncio.TimeoutError, MqttError):
+            self.stats.connect_errors += 1
+            return False
+        link.conn = conn
+        link.up = True
+        for device in link.devices:
+            self._ready.add(device.id)
+        return True
+
+    def _on_lost(self, link: _Link) -> None:
+        link.up = False
+        for device in link.devices:
+            self._outstanding -= len(device.in_flight)
+            device.link_lost()
+        self._room.set()
+        asyncio.ensure_future(self._reconnect(link))
+
+    async def _reconnect(self, link: _Link) -> None:
+        delay = 0.1
+        while not link.up and not self._closing:
+            if not self.shared and link.name in self._net_down:
+                await asyncio.sleep(0.05)
+                continue
+            if await self._open(link):
+                self.stats.reconnects += 1
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    _closing = False
+
+    async def close(self) -> None:
+        self._closing = True
+        for link in self._links:
+            if link.conn is not None:
+                link.conn.close()
+        await asyncio.sleep(0)
+
+    # ------------------------------------------------------------------ MQTT callbacks
+
+    def _on_ack(self, token: Any) -> None:
+        device_id, boot, seq = token
+        device = self.devices[device_id]
+        if (boot, seq) in device.in_flight:
+            self._outstanding -= 1
+            self.stats.acked += 1
+        device.acked(boot, seq)
+        self._ready.add(device_id)
+        if self._outstanding < self.max_outstanding:
+            self._room.set()
+
+    def _on_message(self, topic: bytes, payload: bytes) -> None:
+        parts = topic.split(b"/")
+        device = self.devices.get(parts[2].decode()) if len(parts) == 4 else None
+        if device is None or device.app is None or not device.powered:
+            return
+        downlink = self._downlinks.get(device.id)
+        if downlink is None:
+            from kerbline.downlink import Downlink
+
+            path = str(self.state_dir / f"{device.id}.cid") if self.state_dir is not None else "/dev/null"
+            downlink = self._downlinks[device.id] = Downlink(device.app.sealer, path, None)
+        op = downlink.handle(payload, device.app)
+        if op is not None:
+            self.stats.commands[op] += 1
+            if op == "reboot" and device.app.reboot:
+                device.app.reboot = False
+                self._push(device.now, POWER_ON, device.id, None)
+
+    # ------------------------------------------------------------------ publishing
+
+    def _pump(self) -> None:
+        """Publish what the ready devices have queued, as far as windows and connections allow."""
+        ready, self._ready = self._ready, set()
+        for device_id in ready:
+            device = self.devices[device_id]
+            link = self._link_of[device_id]
+            if not link.up or link.conn is None or device_id in self._net_down or not device.powered:
+                continue
+            topic = device.up_topic
+            for boot, seq, message in device.take():
+                if not link.conn.publish(topic, message, (device_id, boot, seq)):
+                    device.in_flight.pop((boot, seq), None)
+                    self._ready.add(device_id)
+                    break
+                self._outstanding += 1
+                self.stats.published += 1
+        if self._outstanding >= self.max_outstanding:
+            self._room.clear()
+
+    # ------------------------------------------------------------------ simulation
+
+    def _push(self, t: float, kind: int, device_id: str, data: Any) -> None:
+        heapq.heappush(self._heap, (t, kind, next(self._order), device_id, data))
+
+    def start(self) -> None:
+        """Power every device on at the scenario's start and schedule its faults."""
+        t0 = self.world.scenario.start
+        for device_id, device in self.devices.items():
+            device.power_on(t0, self.clocks_set)
+            self._push(t0, STEP, device_id, None)
+            nxt = self.world.faults.device(device_id).peek()
+            if nxt < math.inf:
+                self._push(nxt, FAULT, device_id, None)
+
+    async def run(self, until: float, on_batch: Callable[[], None] | None = None) -> None:
+        """Play every event up to simulated time `until` (stepped: as fast as possible; paced: on time)."""
+        heap = self._heap
+        while heap and heap[0][0] <= until and not self._closing:
+            if self.clock.paced:
+                delay = self.clock.wall_delay(heap[0][0])
+                if delay > 0:
+                    self._pump()
+                    await asyncio.sleep(min(delay, 0.05))
+                    continue
+            for _ in range(BATCH):
+                if not heap or heap[0][0] > until:
+                    break
+                t, kind, _, device_id, data = heapq.heappop(heap)
+                if not self.clock.paced:
+                    self.clock.advance_to(max(t, self.clock.now()))
+                self._handle(t, kind, device_id)
+                if self.clock.paced and self.clock.wall_delay(heap[0][0] if heap else until) > 0:
+                    break
+            self._pump()
+            if on_batch is not None:
+                on_batch()
+            if not self._room.is_set():
+                await self._room.wait()
+            else:
+                await asyncio.sleep(0)
+        if not self.clock.paced and not self._closing:
+            self.clock.advance_to(max(until, self.clock.now()))
+
+    def _handle(self, t: float, kind: int, device_id: str) -> None:
+        device = self.devices[device_id]
+        if kind == STEP:
+            if not device.powered:
+                return  # a power cut dropped this step; power_on schedules the next
+            before = device.reports
+            nxt = device.step(t)
+            self.stats.steps += 1
+            made = device.reports - before
+            if made:
+                self.stats.reports += made
+                self._ready.add(device_id)
+                if device.kind == "bin":
+                    self.world.bin(device_id).reported(t)  # the radio's charge
+            self._push(nxt, STEP, device_id, None)
+        elif kind == FAULT:
+            stream = self.world.faults.device(device_id)
+            for event in stream.pop_due(t):
+                self._fault(device, event)
+            nxt = stream.peek()
+            if nxt < math.inf:
+                self._push(nxt, FAULT, device_id, None)
+        elif kind == POWER_ON:
+            device.power_on(t, self.clocks_set)
+            self._ready.add(device_id)
+            self._push(t, STEP, device_id, None)
+        elif kind == NET_UP:
+            self._net_down.discard(device_id)
+            self._ready.add(device_id)
+
+    def _fault(self, device: FleetDevice, e: LinkEvent) -> None:
+        self.stats.faults[e.kind] += 1
+        if e.kind == "net_cut":
+            self._net_down.add(device.id)
+            link = self._link_of.get(device.id)
+            if not self.shared and link is not None and link.conn is not None:
+                link.conn.abort()
+            self._push(e.t + e.duration_s, NET_UP, device.id, None)
+        elif e.kind in ("power_cut", "brownout"):
+            self._outstanding -= len(device.in_flight)
+            device.power_off()
+            self._push(e.t + (e.duration_s if e.kind == "power_cut" else 0.0), POWER_ON, device.id, None)
+
+    # ------------------------------------------------------------------ views
+
+    @property
+    def queued(self) -> int:
+        return sum(len(d.queue) for d in self.devices.values())
+
+    @property
+    def outstanding(self) -> int:
+        return self._outstanding
+
+
+async def _no_sleep(seconds: float) -> None:
+    """Fleet devices never ask the sensor server to sleep: their deep sleep is the fleet's schedule."""
