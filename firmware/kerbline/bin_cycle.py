@@ -1,7 +1,8 @@
 """The bin's cycle: wake, sample, report, deliver, deep sleep; then the next wake is a new run.
 
-One run: take a sample (enclosure temperature first, for the speed of sound; then the sonar unless the
-lid is open; battery; tilt and lid switches) and queue its report. Stay awake while the link delivers
+One run: take a sample (sensors powered through the "power" pin's load switch when wired; enclosure
+temperature first, for the speed of sound; then the sonar unless the lid is open; battery; tilt and lid
+switches) and queue its report. Stay awake while the link delivers
 what the queue holds, at most `wake_s` (what is left waits on flash for the next wake); answer a `ping`
 with a fresh sample; honour `reboot`. Then save boot, seq, alarms and the sonar's stuck detector to RTC
 memory, mark the run healthy for the crash counter, and deep sleep for the rest of `interval`.
@@ -20,6 +21,7 @@ from kerbline.mem import drop
 from kerbline.sensors import scaled
 
 _LOOP_MS = const(20)
+_SETTLE_MS = const(50)  # sensors powered up before the first reading
 
 
 def _sonar(app, t16):
@@ -43,6 +45,9 @@ def sample(app):
     board = app.board
     cfg = app.cfg
     pins = cfg["pins"]
+    if "power" in pins:  # the sensors' load switch: on only while sampling (an HC-SR04 idles at 2 mA)
+        board.set_relay(pins["power"], True)
+        board.sleep_ms(_SETTLE_MS)
     records = []
     active = []
     t16 = None
@@ -83,6 +88,8 @@ def sample(app):
         active.append("tilt")
     if lid:
         records.append(("lid", True))
+    if "power" in pins:
+        board.set_relay(pins["power"], False)
     return records, app.alarm_records(active, records)
 
 

@@ -131,8 +131,8 @@ def check(raw):
     if not isinstance(pins, dict):
         raise ConfigError("'pins' must be an object of GPIO numbers")
     for name in pins:
-        if name not in ("skip", "trig", "echo", "jsn_tx", "jsn_rx", "temp", "batt", "tilt", "lid", "scl", "sda",
-                        "ldr", "relay", "pwm", "volt", "curr"):
+        if name not in ("skip", "power", "trig", "echo", "jsn_tx", "jsn_rx", "temp", "batt", "tilt", "lid", "scl",
+                        "sda", "ldr", "relay", "pwm", "volt", "curr"):
             raise ConfigError("unknown pin '%s'" % name)
         _int("pins." + name, pins[name], 0, 48)
     sim = cfg["sim"] = raw.get("sim", {})

@@ -73,6 +73,8 @@ def scenario(tmp_path: Path, mp_lib: Path, name: str) -> Run:
         elif word == "S":
             ms, pins = rest.split(" ") if " " in rest else (rest, "")
             events.append(("S", (int(ms), [int(p) for p in pins.split(",") if p])))
+        elif word == "P":
+            events.append(("P", rest))
         elif word in ("O", "Q"):
             events.append((word, [int(v) for v in rest.split()]))
         elif word == "C":
@@ -103,6 +105,7 @@ def test_bin_wakes_reports_and_sleeps(tmp_path: Path, mp_lib: Path) -> None:
 def test_bin_power_cut_starts_a_new_boot(tmp_path: Path, mp_lib: Path) -> None:
     run = scenario(tmp_path, mp_lib, "bin_power_cut")
     assert [(s.report.boot, s.report.seq) for s in run.reports] == [(1, 1), (1, 2), (2, 1)]
+    assert run.of("P") == ["13:1,13:0"]  # the sensors were powered only while sampling
 
 
 def test_bin_alarms_with_hysteresis(tmp_path: Path, mp_lib: Path) -> None:

@@ -51,7 +51,10 @@ def scenario_bin_wakes():
 
 def scenario_bin_power_cut():
     b = bin_board()
-    wake(b)
+    pins = dict(config("bin")["pins"])
+    pins["power"] = 13  # the sensors' load switch
+    wake(b, config("bin", pins=pins))
+    print("P %s" % ",".join("%d:%d" % (pin, on) for pin, on in b.switched))
     after_sleep(b)
     wake(b)
     b.rtc = None  # the battery was swapped: RTC memory is gone

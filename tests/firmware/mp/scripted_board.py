@@ -8,7 +8,7 @@ A script channel is a list of values read one per call; its last value repeats o
 used. A value that is an exception instance is raised instead of returned (an I2C NACK is
 `OSError(5)`). Set channels as attributes: `echo` (us or None), `i2c` (bytes read), `i2c_fail` (how many
 next bus operations fail with a NACK), `adc[pin]`, `temp[pin]`, `pins[pin]`, `uart_rx[id]` (a UART sensor's answers, one per write).
-Outputs land in `relay`, `pwm`, `i2c_writes` and each port's `tx` (`ports[id]`).
+Outputs land in `relay` (and in order in `switched`), `pwm`, `i2c_writes` and each port's `tx` (`ports[id]`).
 deep_sleep() and reset() raise `Slept` / `Reset`, and sleep_ms raises `TimeUp` once `now` reaches
 `until` (all BaseException, like SystemExit, so the app's error handling lets them through).
 """
@@ -80,6 +80,7 @@ class Board:
         self.temp = {}
         self.pins = {}
         self.relay = {}
+        self.switched = []  # every set_relay, in order
         self.pwm = {}
         self.uart_rx = {}
         self.ports = {}
@@ -160,6 +161,7 @@ class Board:
 
     def set_relay(self, pin, on):
         self.relay[pin] = bool(on)
+        self.switched.append((pin, bool(on)))
 
     def set_pwm(self, pin, duty):
         self.pwm[pin] = duty
