@@ -104,6 +104,7 @@ def run(app):
     pins = cfg["pins"]
     wdt = board.watchdog(cfg["wdt_ms"])
     start = board.ticks_ms()
+    app.poll_link()  # the link first: its buffers find room before sampling leaves the heap in pieces
     report(app)
     wdt.feed()
     while len(app.queue) and board.ticks_diff(board.ticks_ms(), start) < cfg["wake_s"] * 1000:

@@ -82,6 +82,7 @@ class Light:
 def run(app):
     board = app.board
     cfg = app.cfg
+    app.poll_link()  # the link first: its buffers find room before sampling leaves the heap in pieces
     light = Light(app)
     wdt = board.watchdog(cfg["wdt_ms"])
     start = board.ticks_ms()
