@@ -80,13 +80,14 @@ class DeviceRunner:
 
     def __init__(self, device_id: str, flash_dir: Path, *, heap: str = DEFAULT_HEAP,
                  micropython: Path | None = None, on_line: Callable[[str, str], None] | None = None,
-                 on_boot_end: Callable[[], None] | None = None) -> None:
+                 on_boot_end: Callable[[], None] | None = None, crash_pause_s: float = CRASH_PAUSE_S) -> None:
         self.device_id = device_id
         self.flash_dir = Path(flash_dir)
         self.heap = heap
         self.micropython = micropython or micropython_binary()
         self.on_line = on_line
         self.on_boot_end = on_boot_end  # e.g. the serial line flushes the UART's receive buffer
+        self.crash_pause_s = crash_pause_s
         self.state = State.OFF
         self.stats = RunnerStats()
         self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
@@ -157,7 +158,7 @@ class DeviceRunner:
                 break
             self._classify(code)
             if self.state is State.RUNNING and self._crashes_in_row:
-                await asyncio.sleep(CRASH_PAUSE_S)
+                await asyncio.sleep(self.crash_pause_s)
         self.state = State.STOPPED
 
     async def _boot(self) -> int:
