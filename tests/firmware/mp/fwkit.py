@@ -3,9 +3,9 @@
 - `config(kind, **settings)`: a valid raw config (a fake test key from tests/vectors/devices.json)
 - `run_cases(cases, folder, file_cases)`: run case functions, print "ok NAME" / "FAIL NAME: why", exit 1
   if any failed
-- `Tap`: the in-test stand-in for a link (kerbline.links.*): it hands its `commands` to the app as the
-  Downlink would (("on_ping",), ("on_time", t), ...), then takes each report from the real flash queue
-  as a link would, prints it as "R <alarm 0|1> <COSE message hex>" for the pytest side (which checks it
+- `Tap`: the in-test stand-in for a link (kerbline.links.*): once reports are waiting it hands its
+  `commands` to the app as the Downlink would (("on_ping",), ("on_time", t), ...), then takes each report
+  from the real flash queue as a link would, prints it as "R <alarm 0|1> <COSE message hex>" for the pytest side (which checks it
   with the gateway's own decoder) and acks it; `fail` makes poll raise (a dead line).
 - `make_app(board, raw)`: provisions /config.json with `raw` and makes the App on a scripted board, with
   the real FlashQueue and a Tap.
@@ -63,12 +63,12 @@ class Tap:
         self.polls += 1
         if self.fail is not None:
             raise self.fail
-        while self.commands:
-            command = self.commands.pop(0)
-            getattr(self.handler, command[0])(*command[1:])
-        if not self.ack:
-            return
-        for boot, seq, alarm, message in self.queue.peek(4):
+        reports = self.queue.peek(4) if self.ack else ()
+        if reports:  # the device has spoken: the gateway answers with its commands, then the acks
+            while self.commands:
+                command = self.commands.pop(0)
+                getattr(self.handler, command[0])(*command[1:])
+        for boot, seq, alarm, message in reports:
             print("R %d %s" % (alarm, hexlify(message).decode()))
             self.queue.ack(boot, seq)
 
