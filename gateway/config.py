@@ -74,7 +74,7 @@ class MqttSection:
     key_file: Path | None = None
     keepalive_s: int = 30
     session_expiry_s: int = 7 * 24 * 3600
-    receive_maximum: int = 16384
+    receive_maximum: int = 2048
     max_packet: int = 65536
     reconnect_min_s: float = 0.5
     reconnect_max_s: float = 30.0
