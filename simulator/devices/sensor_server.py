@@ -56,7 +56,8 @@ class Hardware(Protocol):
     def distance_mm(self) -> float: ...            # sensor face to the surface below it
     def air_temp_c(self) -> float: ...             # air the sound travels through
     def temp_c(self) -> float: ...                 # what the DS18B20 reads
-    def lux(self) -> float: ...                    # at the light sensor
+    def lux(self) -> float: ...                    # at the light sensors (BH1750 and LDR)
+    def i2c_check(self) -> None: ...               # raise NoReading when this I2C transaction fails
     def quantity(self, role: str) -> float: ...    # batt mV, volt V, curr mA
     def switch(self, role: str) -> bool: ...       # tilt, lid, skip (True = active)
     def output(self, role: str, value: int) -> None: ...   # relay 0/1, pwm duty 0..1023
@@ -127,9 +128,11 @@ class BenchHardware:
         return self.temp
 
     def lux(self) -> float:
+        return self.lux_value
+
+    def i2c_check(self) -> None:
         if self.bus_error:
             raise NoReading("I2C bus error")
-        return self.lux_value
 
     def quantity(self, role: str) -> float:
         return self.values[role]
@@ -207,7 +210,10 @@ class WorldHardware:
         return self._read("temp", self._bin().temp_c)
 
     def lux(self) -> float:
-        return self._read("lux", self._light().lux)
+        return float(self._light().lux)
+
+    def i2c_check(self) -> None:
+        self._read("lux", 0.0)  # the world's I2C error chain for the light sensor
 
     def quantity(self, role: str) -> float:
         if role == "batt":
@@ -341,6 +347,7 @@ class SensorServer:
         if addr != BH1750_ADDR or "scl" not in device.config.get("pins", {}):
             return "nack"
         try:
+            device.hardware.i2c_check()
             device.bh1750.write(data, device.hardware.lux)
         except NoReading:
             return "nack"
@@ -355,8 +362,9 @@ class SensorServer:
             us = round(2 * hw.distance_mm() / sound_m_s(hw.air_temp_c()) * 1000)
             return str(us) if 0 < us <= timeout_us else "none"
         if op == "i2cr":
-            if n[0] != BH1750_ADDR:
+            if n[0] != BH1750_ADDR or "scl" not in cfg.get("pins", {}):
                 return "nack"
+            hw.i2c_check()
             return device.bh1750.read(n[1]).hex()
         if op == "temp":
             return str(round(hw.temp_c() * 16)) if role == "temp" else "none"

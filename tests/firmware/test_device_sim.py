@@ -22,9 +22,9 @@ from simulator.devices.sensor_server import BenchHardware
 from tests.firmware.simrig import KEYS, SimRig
 
 SIM_HEAP = "128k"
-BIN = {"id": "bin-0042", "kind": "bin", "key": KEYS["bin-0042"], "wake_s": 5,
-       "pins": {"trig": 5, "echo": 18, "temp": 4, "batt": 34, "tilt": 27, "lid": 26}}
-LIGHT = {"id": "lamp-0117", "kind": "light", "key": KEYS["lamp-0117"], "sample_s": 1, "report_s": 600,
+BIN_PINS = {"trig": 5, "echo": 18, "temp": 4, "batt": 34, "tilt": 27, "lid": 26}
+BIN: dict[str, Any] = {"id": "bin-0042", "kind": "bin", "key": KEYS["bin-0042"], "wake_s": 5, "pins": BIN_PINS}
+LIGHT: dict[str, Any] = {"id": "lamp-0117", "kind": "light", "key": KEYS["lamp-0117"], "sample_s": 1, "report_s": 600,
          "pins": {"scl": 22, "sda": 21, "ldr": 35, "relay": 25, "pwm": 26, "volt": 32, "curr": 33}}
 
 
@@ -136,7 +136,7 @@ async def test_crash_loop_ends_in_safe_mode_with_a_fault_report(make_rig: Callab
 async def test_skip_pin_keeps_the_application_off(make_rig: Callable[..., Any]) -> None:
     hardware = BenchHardware(time_scale=0.001)
     hardware.switches["skip"] = True
-    rig = await make_rig({**BIN, "pins": {**BIN["pins"], "skip": 0}}, hardware)
+    rig = await make_rig({**BIN, "pins": {**BIN_PINS, "skip": 0}}, hardware)
     boot = await rig.boot()
     assert boot.returncode == 0 and "skip pin held" in boot.output
     assert rig.reports == [] and hardware.sleeps == []
