@@ -106,6 +106,7 @@ class StreetRun:
         self.events: deque[str] = deque(maxlen=50)
         self._metrics: dict[Any, float] = {}
         self._stop = asyncio.Event()
+        self._last_metrics = 0.0
         self._alarms_seen: dict[str, tuple[str, ...]] = {}
         self.wall0 = 0.0
 
@@ -184,29 +185,60 @@ class StreetRun:
             tasks.append(asyncio.ensure_future(self.fleet.run(end)))
         view = LiveView(self.out, force_plain=self.o.plain)
         view.start()
-        last_metrics = 0.0
+        self._last_metrics = 0.0
         try:
             while not self._stop.is_set():
                 if self.clock.now() >= end or (self.fleet is not None and tasks[-1].done()):
                     break
-                self.upstream.poll()
-                if time.monotonic() - last_metrics > METRICS_EVERY_S and self.gateway is not None:
-                    last_metrics = time.monotonic()
-                    self._metrics = await self.gateway.metrics()
-                view.update(self.snapshot(world))
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), VIEW_EVERY_S)
+                await self._refresh(view, world)
+            completed = not self._stop.is_set()
+            await self._end_faults(tasks)
+            if completed:
+                await self._settle(view, world)
             self.upstream.poll()
             view.update(self.snapshot(world))
         finally:
             view.close()
-            for task in tasks:
-                task.cancel()
-            results = await asyncio.gather(*tasks, return_exceptions=True)
-            for result in results:
-                if isinstance(result, Exception):
-                    self.events.append(f"error: {result!r}")
-        return not self._stop.is_set()
+            await self._end_faults(tasks)
+        return completed
+
+    async def _refresh(self, view: LiveView, world: World) -> None:
+        """One turn of the view: read the upstream file, the gateway's counters now and then, draw, wait."""
+        self.upstream.poll()
+        if time.monotonic() - self._last_metrics > METRICS_EVERY_S and self.gateway is not None:
+            self._last_metrics = time.monotonic()
+            self._metrics = await self.gateway.metrics()
+        view.update(self.snapshot(world))
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), VIEW_EVERY_S)
+
+    async def _end_faults(self, tasks: list[asyncio.Task[None]]) -> None:
+        """Stop playing faults and end the ones in progress (cables in, power on, network and broker back)."""
+        for task in tasks:
+            task.cancel()
+        for result in await asyncio.gather(*tasks, return_exceptions=True):
+            if isinstance(result, Exception):
+                self.events.append(f"error: {result!r}")
+        tasks.clear()
+        for player in (self.street.faults if self.street is not None else None, self.broker_faults):
+            if player is not None:
+                await player.finish()
+
+    async def _settle(self, view: LiveView, world: World) -> None:
+        """Past the end, the street keeps running without faults for at most `drain_s`, until every device
+        has had what it sent acknowledged: what is still in a device's queue when a run stops is not lost,
+        but it is not upstream either."""
+        assert self.street is not None
+        deadline = time.monotonic() + self.o.drain_s
+        self.events.append("end of the scenario: faults over, waiting for the devices' queues to empty")
+        while time.monotonic() < deadline and not self._stop.is_set():
+            waiting = self.street.queued
+            if self.fleet is not None:
+                self.fleet.pump()
+                waiting += self.fleet.outstanding + self.fleet.queued
+            if not waiting:
+                return
+            await self._refresh(view, world)
 
     def _fault_event(self, t: float, device: str | None, kind: str) -> None:
         self.events.append(f"{_hhmm(t)}  fault  {kind} on {device or 'the broker'}")

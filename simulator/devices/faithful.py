@@ -33,7 +33,7 @@ from simulator.devices import provision
 from simulator.devices.runner import DEFAULT_HEAP, DeviceRunner
 from simulator.devices.sensor_server import SensorServer, WorldHardware
 from simulator.links.broker import Broker
-from simulator.links.faults import FaultPlayer, Handler, sleep_until
+from simulator.links.faults import FaultPlayer, Handler
 from simulator.links.network import NetLink
 from simulator.links.serial import SerialLine
 from simulator.links.tap import MqttTap, SerialTap, Tap
@@ -90,6 +90,7 @@ class FaithfulStreet:
         if any(s.link == "mqtt" for s in self.specs) and broker is None:
             raise ValueError("MQTT devices need a broker")
         self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
 
     @staticmethod
     def port_path(run_dir: Path, device_id: str) -> Path:
@@ -142,7 +143,14 @@ class FaithfulStreet:
         return lambda report: model.reported(self.clock.now())  # the radio's charge, on the battery
 
     async def _sleep(self, seconds: float) -> None:
-        await sleep_until(self.clock, self.clock.now() + seconds)
+        """A device's deep sleep on the paced clock; cut short when the street stops, so no sensor server
+        request is left waiting when its event loop ends."""
+        end = self.clock.now() + seconds
+        while not self._closing:
+            delay = self.clock.wall_delay(end)
+            if delay <= 0.0:
+                return
+            await asyncio.sleep(min(delay, 0.1))
 
     # ------------------------------------------------------------------ faults
 
@@ -181,13 +189,20 @@ class FaithfulStreet:
 
     # ------------------------------------------------------------------ end
 
+    @property
+    def queued(self) -> int:
+        """Reports the devices have sent and not had acknowledged (as their taps saw them)."""
+        return sum(d.tap.queued for d in self.devices.values())
+
     async def stop(self) -> None:
         """Power everything off and close the links (faults in progress end first)."""
         await self.faults.finish()
+        self._closing = True
         for device in self.devices.values():
             device.runner.stop()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.sleep(0.15)  # deep sleeps in the sensor server see _closing and answer
         for device in self.devices.values():
             if device.line is not None:
                 device.line.close()

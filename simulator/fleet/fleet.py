@@ -234,7 +234,7 @@ class Fleet:
 
     # ------------------------------------------------------------------ publishing
 
-    def _pump(self) -> None:
+    def pump(self) -> None:
         """Publish what the ready devices have queued, as far as windows and connections allow."""
         ready, self._ready = self._ready, set()
         for device_id in ready:
@@ -275,7 +275,7 @@ class Fleet:
             if self.clock.paced:
                 delay = self.clock.wall_delay(heap[0][0])
                 if delay > 0:
-                    self._pump()
+                    self.pump()
                     await asyncio.sleep(min(delay, 0.05))
                     continue
             for _ in range(BATCH):
@@ -287,7 +287,7 @@ class Fleet:
                 self._handle(t, kind, device_id)
                 if self.clock.paced and self.clock.wall_delay(heap[0][0] if heap else until) > 0:
                     break
-            self._pump()
+            self.pump()
             if on_batch is not None:
                 on_batch()
             if not self._room.is_set():
