@@ -33,6 +33,7 @@ from functools import partial
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from gateway.config import MqttSection
+from gateway.ingest.inflight import InFlight
 from gateway.ingest.mqtt5 import ConnectOptions, MqttConnection, MqttError
 from gateway.logging import fields
 from gateway.spool import SubmitResult
@@ -81,8 +82,7 @@ class MqttIngest:
         self._ssl = tls_context(config)
         self._conn: MqttConnection | None = None
         self._topics: dict[bytes, tuple[str, str, str]] = {}
-        self._inflight = 0  # reports handed to the spool, not yet answered
-        self._idle = asyncio.Event()
+        self._inflight = InFlight()
         self._stopping = False
         self._redeliver = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -201,13 +201,11 @@ class MqttIngest:
             if pid and conn is not None:
                 conn.puback(pid)
             return
-        self._inflight += 1
+        self._inflight.add()
         self.verifier.store(report, payload, "mqtt", text, arrival, partial(self._stored, pid, conn))
 
     def _stored(self, pid: int, conn: MqttConnection | None, result: SubmitResult | None) -> None:
-        self._inflight -= 1
-        if not self._inflight:
-            self._idle.set()
+        self._inflight.done()
         if result is None:
             self.unacked_failures += 1
             self._redeliver.set()
@@ -236,9 +234,9 @@ class MqttIngest:
         conn = self._conn
         if conn is not None:
             conn.pause_reading()
-        while self._inflight:
-            self._idle.clear()
-            await self._idle.wait()
+        if not await self._inflight.drained():
+            log.error("stopping with reports still uncommitted (not acknowledged: they will come again)",
+                      extra=fields(count=self._inflight.count))
         if conn is not None:
             await asyncio.sleep(0)  # let the last PUBACKs be written
             await conn.disconnect()
@@ -251,4 +249,4 @@ class MqttIngest:
                                 1 if self.connected else 0)
         yield CounterMetricFamily("kerbline_mqtt_connects", "Successful broker connections", self.connects)
         yield GaugeMetricFamily("kerbline_mqtt_committing", "Reports received and not yet committed",
-                                self._inflight)
+                                self._inflight.count)

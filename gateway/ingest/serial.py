@@ -36,6 +36,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from gateway.config import SerialSection
 from gateway.devices import CidStore
+from gateway.ingest.inflight import InFlight
 from gateway.ingest.serial_ack import AckPoint, Entry
 from gateway.logging import fields
 from gateway.registry import Registry
@@ -75,8 +76,7 @@ class SerialPort:
         self._acks: dict[str, AckPoint] = {}
         self._ack_due: set[str] = set()
         self._timed: dict[str, float] = {}  # device -> monotonic time of the last `time` sent
-        self._inflight = 0  # reports handed to the spool, not yet answered
-        self._idle = asyncio.Event()
+        self._inflight = InFlight()
         self._stopping = False
         self.device = device_hint  # the device behind the port (last seen on it)
         # observation
@@ -221,7 +221,7 @@ class SerialPort:
                 self._send_time(device)
         point = self._point(device)
         entry = point.frame((report.boot, report.seq))
-        self._inflight += 1
+        self._inflight.add()
         self.verifier.store(report, message, "serial", self.source, arrival, partial(self._stored, device, point, entry))
 
     def _point(self, device: str) -> AckPoint:
@@ -232,9 +232,7 @@ class SerialPort:
         return point
 
     def _stored(self, device: str, point: AckPoint, entry: Entry, result: SubmitResult | None) -> None:
-        self._inflight -= 1
-        if not self._inflight:
-            self._idle.set()
+        self._inflight.done()
         point.settle(entry, result is not None)
         if point.want_ack and device not in self._ack_due:
             self._ack_due.add(device)
@@ -304,9 +302,9 @@ class SerialPort:
         loop = asyncio.get_running_loop()
         if self._fd >= 0:
             loop.remove_reader(self._fd)
-        while self._inflight:
-            self._idle.clear()
-            await self._idle.wait()
+        if not await self._inflight.drained():
+            log.error("stopping with reports still uncommitted (not acknowledged: they will come again)",
+                      extra=fields(count=self._inflight.count))
         await asyncio.sleep(0)  # the acks scheduled by the last commits
         if self._out and self._fd >= 0:
             try:
