@@ -3,7 +3,8 @@
 One run: take a sample (sensors powered through the "power" pin's load switch when wired; enclosure
 temperature first, for the speed of sound; then the sonar unless the lid is open; battery; tilt and lid
 switches) and queue its report. Stay awake while the link delivers
-what the queue holds, at most `wake_s` (what is left waits on flash for the next wake); answer a `ping`
+what the queue holds, at most `wake_s`, and at most 8 s with nothing acked (the gateway is away: a bin
+must not spend its battery waiting; what is left waits on flash for the next wake); answer a `ping`
 with a fresh sample; honour `reboot`. Then save boot, seq, alarms and the sonar's stuck detector to RTC
 memory, mark the run healthy for the crash counter, and deep sleep for the rest of `interval`.
 
@@ -22,6 +23,7 @@ from kerbline.sensors import scaled
 
 _LOOP_MS = const(20)
 _SETTLE_MS = const(50)  # sensors powered up before the first reading
+_STALL_MS = const(8000)  # awake with nothing acked this long: give up until the next wake
 
 
 def _sonar(app, t16):
@@ -107,13 +109,20 @@ def run(app):
     app.poll_link()  # the link first: its buffers find room before sampling leaves the heap in pieces
     report(app)
     wdt.feed()
-    while len(app.queue) and board.ticks_diff(board.ticks_ms(), start) < cfg["wake_s"] * 1000:
+    waiting = len(app.queue)
+    moved = board.ticks_ms()  # when the queue last got shorter
+    while waiting and board.ticks_diff(board.ticks_ms(), start) < cfg["wake_s"] * 1000:
+        if board.ticks_diff(board.ticks_ms(), moved) >= _STALL_MS:
+            break  # nothing acked for a while: the gateway is away; the reports wait on flash
         app.poll_link()
         if app.reboot:
             board.reset()
         if app.ping:
             app.ping = False
             report(app)
+        if len(app.queue) < waiting:
+            moved = board.ticks_ms()
+        waiting = len(app.queue)
         wdt.feed()
         board.sleep_ms(_LOOP_MS)
     app.save()
