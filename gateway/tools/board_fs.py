@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,8 @@ from gateway.tools.steps import StepError
 
 TIMEOUT_S = 30.0  # for one mpremote session; a write adds WRITE_S_PER_FILE per file
 WRITE_S_PER_FILE = 2.0
+QUIET_ATTEMPTS = 10  # Ctrl-C at most this often, QUIET_WAIT_S apart, before handing over to mpremote
+QUIET_WAIT_S = 0.3
 NO_ANSWER_FIX = ("if the board has no MicroPython yet, run `kerbline device install-micropython`; if its "
                  "application is asleep or hung, hold BOOT while pressing RESET (the application then stays "
                  "off) or replug the board; then retry")
@@ -178,7 +181,39 @@ class BoardFs:
 
     # ------------------------------------------------------------------ operations
 
+    def quiet(self, attempts: int = QUIET_ATTEMPTS, wait_s: float = QUIET_WAIT_S) -> bool:
+        """Stop the application before mpremote takes over: Ctrl-C until the REPL prompt shows.
+
+        mpremote sends one Ctrl-C. Right after a reset that one can land in boot.py, and then main.py
+        starts the application all the same; mpremote then waits on a board that never answers. Here
+        Ctrl-C is repeated until `>>> ` appears (True), at most `attempts` times. False (no prompt, a
+        busy port) is not an error: mpremote then reports what is wrong.
+        """
+        import serial  # type: ignore[import-untyped]  # pyserial ships no stubs
+
+        self.check_port()
+        port = serial.Serial()
+        port.port, port.baudrate, port.timeout, port.exclusive = self.port, 115200, 0.05, True
+        port.dtr = port.rts = False  # on ESP32 boards these drive EN and GPIO0: opening must not reset it
+        try:
+            port.open()
+        except (OSError, serial.SerialException):
+            return False
+        try:
+            for _ in range(attempts):
+                port.write(b"\r\x03")
+                seen = b""
+                deadline = time.monotonic() + wait_s
+                while time.monotonic() < deadline:
+                    seen = (seen + port.read(256))[-64:]
+                    if seen.endswith(b">>> "):
+                        return True
+            return False
+        finally:
+            port.close()
+
     def inventory(self) -> Inventory:
+        self.quiet()
         out = self.run(["exec", _INVENTORY], "reading what the board holds")
         inv = Inventory()
         for line in out.splitlines():
@@ -228,6 +263,7 @@ class BoardFs:
 
     def run_file(self, script: Path, on_line: Callable[[str], None], timeout: float) -> str:
         """Run a host file's code on the board (raw REPL), streaming what it prints."""
+        self.quiet()
         return self.run(["run", str(script)], "running the self-test", on_line=on_line, timeout=timeout)
 
 

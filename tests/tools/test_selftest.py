@@ -59,6 +59,7 @@ async def test_a_light_with_a_dead_bh1750(bench: Bench) -> None:
     run = await bench.cli("selftest", "lamp-0117", "--port", bench.board.port)
 
     rows = table(run.out)
+    assert "bh1750" in rows, run.text
     assert rows["bh1750"] == ("FAIL", "no answer on I2C (SDA GPIO 21, SCL GPIO 22)")
     assert rows["volt"][1].startswith("230 V") and rows["curr"][0] == "PASS" and rows["link"][0] == "PASS"
     assert "ldr" not in rows
