@@ -44,6 +44,27 @@ def test_sigterm_drains_everything_and_exits_zero(tmp_path: Path, mosquitto: Mos
     assert stopping < stopped and "upstream_drained=True" in log[stopped:]
 
 
+async def test_a_sink_waiting_out_a_long_batch_window_is_not_stalled(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    """A window longer than the watchdog interval must not get a healthy gateway restarted by systemd."""
+    write_registry(tmp_path / "registry.toml")
+    async with Platform() as platform:
+        sinks = f'[[sinks]]\ntype = "http"\nname = "platform"\nurl = "{platform.url}"\nbatch.window_s = 60.0\n'
+        gateway = Gateway(make_config(tmp_path, mqtt_port=mosquitto.port, sinks=sinks))
+        await gateway.start()
+        try:
+            await asyncio.wait_for(gateway.mqtt.subscribed.wait(), 10)
+            pub = await MqttConnection.open(mosquitto.host, mosquitto.port, ConnectOptions("p", clean_start=True),
+                                            lambda *a: None)
+            await pub.publish("kerbline/v1/bin-0042/up", sealed_report("bin-0042", 1, 1))
+            await pub.disconnect()
+            await wait_for(lambda: gateway.spool.last_id >= 1, 5, "the report to be stored")
+            await asyncio.sleep(2.5)  # the batch is open, its window far from over
+            assert gateway.liveness()["sink:platform"] == 0.0
+            assert gateway.stalled(2.0) == []
+        finally:
+            await gateway.stop()
+
+
 async def test_liveness_names_a_sink_that_stops_making_progress(tmp_path: Path, mosquitto: Mosquitto) -> None:
     write_registry(tmp_path / "registry.toml")
     async with Platform(default=Answer(204, delay_s=6)) as platform:  # accepts, then never answers
