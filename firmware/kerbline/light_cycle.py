@@ -82,8 +82,8 @@ class Light:
 def run(app):
     board = app.board
     cfg = app.cfg
-    app.poll_link()  # the link first: its buffers find room before sampling leaves the heap in pieces
-    light = Light(app)
+    light = Light(app)  # the sensors' code, then the link's buffers: the order that fragments least (measured)
+    app.poll_link()
     wdt = board.watchdog(cfg["wdt_ms"])
     start = board.ticks_ms()
     sampled = reported = None
