@@ -9,6 +9,10 @@ The broker is configured with `max_queued_messages 0` and `max_inflight_messages
 defaults, 1000 queued and 20 in flight per client, would drop or throttle a QoS 1 stream).
 
     python bench/gateway_e2e.py [--reports 150000] [--active 1000] [--registered 10000] [--publishers 2]
+                                [--skip-forwarders] [--quick] [--profile DIR]
+
+`--quick` measures only the relay and the gateway at saturation (for iterating); `--profile DIR` records
+the saturated gateway with py-spy (a dev tool) into DIR/gateway.txt (collapsed stacks, one line each).
 """
 from __future__ import annotations
 
@@ -196,7 +200,7 @@ def _count(port: int) -> int:
 
 
 def measure_gateway(workdir: Path, loads: list[list[bytes]], registered: int, rate: float | None,
-                    label: str, uvloop: bool = False) -> dict[str, float]:
+                    label: str, uvloop: bool = False, profile: Path | None = None) -> dict[str, float]:
     total = sum(len(load) for load in loads)
     run_dir = workdir / label
     run_dir.mkdir()
@@ -223,6 +227,7 @@ def measure_gateway(workdir: Path, loads: list[list[bytes]], registered: int, ra
                     raise RuntimeError(f"gateway did not come up: {(run_dir / 'gateway.log').read_text()}")
                 time.sleep(0.1)
             idle_rss, _ = _rss_mb(gateway.pid)
+            spy = _py_spy(gateway.pid, profile) if profile is not None else None
             cpu0, main0 = _cpu_seconds(gateway.pid), _cpu_seconds(gateway.pid, gateway.pid)
             first, last_puback = run_publishers(broker, loads, rate)
             want = total * READINGS_PER_REPORT
@@ -235,6 +240,9 @@ def measure_gateway(workdir: Path, loads: list[list[bytes]], registered: int, ra
             main_cpu = _cpu_seconds(gateway.pid, gateway.pid) - main0
             metrics = _metrics(http_port)
             rss, hwm = _rss_mb(gateway.pid)
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+                spy.wait(60)
         finally:
             gateway.send_signal(signal.SIGTERM)
             try:
@@ -246,6 +254,15 @@ def measure_gateway(workdir: Path, loads: list[list[bytes]], registered: int, ra
             "rss": rss, "hwm": hwm, "idle_rss": idle_rss, "cpu_per_report_us": cpu / total * 1e6,
             "loop_cpu_per_report_us": main_cpu / total * 1e6,
             "commits": metrics.get("kerbline_spool_commits_total", 0), "reports": total}
+
+
+def _py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy sampling the gateway (all threads, GIL holders marked) until SIGINT."""
+    out.mkdir(parents=True, exist_ok=True)
+    spy = Path(sys.executable).with_name("py-spy")
+    return subprocess.Popen([str(spy), "record", "--pid", str(pid), "--rate", "200", "--format", "raw",
+                             "--output", str(out / "gateway.txt")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
 
 
 def _cpu_seconds(pid: int, task: int | None = None) -> float:
@@ -262,6 +279,8 @@ def main() -> None:
     parser.add_argument("--registered", type=int, default=10_000, help="devices in the registry")
     parser.add_argument("--publishers", type=int, default=2)
     parser.add_argument("--skip-forwarders", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="relay and gateway at saturation only")
+    parser.add_argument("--profile", type=Path, help="py-spy the saturated gateway into this directory")
     args = parser.parse_args()
     print(f"gateway e2e: {args.reports} reports from {args.active} devices ({args.registered} registered), "
           f"{args.publishers} publisher processes, {os.cpu_count()} cores")
@@ -274,16 +293,20 @@ def main() -> None:
         relay = measure_relay(workdir, loads)
         print(f"  mosquitto relay (QoS 1, raw publishers -> counting subscriber): {relay:,.0f} msg/s")
         forwarders: dict[str, float | None] = {}
-        if not args.skip_forwarders:
+        if not (args.skip_forwarders or args.quick):
             for name, target in FORWARDERS.items():
                 forwarders[name] = measure_forwarder(workdir, name, target, loads)
                 value = forwarders[name]
                 print(f"  forwarder {name}: " + (f"{value:,.0f} msg/s" if value else "did not run"))
-        gw = measure_gateway(workdir, loads, args.registered, None, "saturation")
+        gw = measure_gateway(workdir, loads, args.registered, None, "saturation", profile=args.profile)
         print(f"  GATEWAY end to end (saturation): {gw['rate']:,.0f} reports/s "
               f"({gw['rate'] * READINGS_PER_REPORT:,.0f} readings/s), {gw['cpu_per_report_us']:.0f} us CPU per report "
               f"({gw['loop_cpu_per_report_us']:.0f} in the event loop thread, the rest in the spool's SQLite thread "
               f"and helpers), {gw['commits']:.0f} group commits")
+        print(f"  gateway RSS: {gw['rss']:.0f} MB at the end, peak {gw['hwm']:.0f} MB, idle {gw['idle_rss']:.0f} MB; "
+              f"mosquitto relay / gateway = {relay / gw['rate']:.2f}")
+        if args.quick:
+            return
         other = measure_gateway(workdir, loads, args.registered, None, "uvloop", uvloop=True)
         print(f"  the same on uvloop (gateway.uvloop = true): {other['rate']:,.0f} reports/s, "
               f"{other['cpu_per_report_us']:.0f} us CPU per report")

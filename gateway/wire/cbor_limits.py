@@ -16,6 +16,11 @@ objects (epoch and string datetimes, bignums, decimals, sets, IP addresses, and 
 and any other tag is refused through `tag_hook`, so no tag is ever interpreted. A test probes all tag
 numbers up to 65535 so a cbor2 upgrade that adds a built-in decoder cannot slip through.
 
+Cost: this is the gateway's hot path (every report is decoded twice over: envelope and payload). One
+decoder per depth and thread is made once and given a new stream per item (making one costs as much as
+decoding a report). `decode(..., check=False)` leaves the profile walk to a caller that checks every
+value anyway (the report parser) and calls `check_profile` itself whenever it is not sure.
+
 Resource bounds: callers cap the input at 1024 bytes first; cbor2 refuses nesting past `max_depth`
 without recursing further and reads a declared length in bounded chunks, so a 1 GB length in a short
 input fails with an end-of-data error instead of an allocation (tests/gateway/test_wire_limits.py).
@@ -23,6 +28,7 @@ input fails with an end-of-data error instead of an allocation (tests/gateway/te
 from __future__ import annotations
 
 import io
+import threading
 from typing import Any, NoReturn
 
 import cbor2
@@ -58,20 +64,47 @@ _DECODER_OPTIONS: dict[str, Any] = {
 _PLAIN_TYPES = frozenset({int, float, bool, bytes, type(None)})
 
 
-def decode(data: bytes, max_depth: int = MAX_DEPTH) -> Any:
+class _Decoders(threading.local):
+    """A configured decoder per depth limit, per thread (a decoder holds its stream while it decodes)."""
+
+    def __init__(self) -> None:
+        self.by_depth: dict[int, cbor2.CBORDecoder] = {}
+
+    def get(self, max_depth: int) -> cbor2.CBORDecoder:
+        decoder = self.by_depth.get(max_depth)
+        if decoder is None:
+            decoder = cbor2.CBORDecoder(io.BytesIO(b""), max_depth=max_depth, **_DECODER_OPTIONS)
+            self.by_depth[max_depth] = decoder
+        return decoder
+
+
+_decoders = _Decoders()
+
+
+def decode(data: bytes, max_depth: int = MAX_DEPTH, check: bool = True) -> Any:
     """The one CBOR item that fills `data`, or Rejected(bad_cbor | too_deep | too_large).
 
-    `max_depth` is lowered by the caller when it has already taken off an enclosing tag.
+    `max_depth` is lowered by the caller when it has already taken off an enclosing tag. With
+    `check=False` the profile walk (text length, key types, simple values) is the caller's: it must
+    call `check_profile(item)` before it accepts the item or refuses it for any reason of its own.
     """
     stream = io.BytesIO(data)
+    decoder = _decoders.get(max_depth)
+    decoder.fp = stream
     try:
-        item = cbor2.CBORDecoder(stream, max_depth=max_depth, **_DECODER_OPTIONS).decode()
+        item = decoder.decode()
     except cbor2.CBORDecodeError as exc:
         raise _rejection(exc) from None
+    finally:
+        decoder.fp = _EMPTY  # the next item must not see this one's stream
     if stream.tell() != len(data):
         raise Rejected(Reason.BAD_CBOR, "bytes after the CBOR item")
-    _check_profile(item)
+    if check:
+        check_profile(item)
     return item
+
+
+_EMPTY = io.BytesIO(b"")
 
 
 # cbor2 error texts -> a fixed detail: the texts quote the offending data (a duplicate key, say), which
@@ -98,22 +131,37 @@ def _rejection(exc: cbor2.CBORDecodeError) -> Rejected:
     return Rejected(Reason.BAD_CBOR, "malformed CBOR")
 
 
-def _check_profile(item: Any) -> None:
-    """Text length, key types and simple values, which cbor2 has no option for. Depth is bounded."""
-    kind = type(item)
-    if kind is str:
-        if len(item) > _SHORT_TEXT and len(item.encode()) > MAX_TEXT:
-            raise Rejected(Reason.TOO_LARGE, f"text longer than {MAX_TEXT} bytes")
-    elif kind is list:
-        for element in item:
-            _check_profile(element)
-    elif kind is dict:
-        for key, value in item.items():
-            key_kind = type(key)
-            if key_kind is str:
-                _check_profile(key)
-            elif key_kind is not int:
-                raise Rejected(Reason.BAD_CBOR, "map key neither integer nor text")
-            _check_profile(value)
-    elif kind not in _PLAIN_TYPES:
-        raise Rejected(Reason.BAD_CBOR, "simple value other than false, true, null")
+def check_profile(item: Any) -> None:
+    """Text length, key types and simple values, which cbor2 has no option for, in one flat walk.
+
+    Items are visited in document order (a stack, children pushed reversed), so the first fault met is
+    the one a recursive walk would meet. Depth is already bounded by the decoder."""
+    stack = [item]
+    pop, push = stack.pop, stack.append
+    while stack:
+        item = pop()
+        kind = type(item)
+        if kind is str:
+            if len(item) > _SHORT_TEXT and len(item.encode()) > MAX_TEXT:
+                raise Rejected(Reason.TOO_LARGE, f"text longer than {MAX_TEXT} bytes")
+        elif kind is list:
+            stack.extend(reversed(item))
+        elif kind is dict:
+            for key, value in reversed(item.items()):
+                push(value)
+                key_kind = type(key)
+                if key_kind is str:
+                    push(key)
+                elif key_kind is not int:
+                    push(_BAD_KEY)
+        elif kind is _BadKey:
+            raise Rejected(Reason.BAD_CBOR, "map key neither integer nor text")
+        elif kind not in _PLAIN_TYPES:
+            raise Rejected(Reason.BAD_CBOR, "simple value other than false, true, null")
+
+
+class _BadKey:
+    """Stands on the walk's stack where a map key of the wrong type was, so it is reported in order."""
+
+
+_BAD_KEY = _BadKey()

@@ -6,6 +6,10 @@ payload = bstr; tag = the first 8 bytes of HMAC-SHA256(key, CBOR(["MAC0", protec
 `verify` runs the documented checks in order (size, envelope CBOR, envelope shape, kid vs topic,
 registry, MAC) and never decodes the payload: that happens only once the MAC is known good. The MAC is
 compared in constant time. Keys only ever pass through `hmac`; no message or detail mentions them.
+
+Hot path: a message laid out the way devices send it (tag 17, a 4-array of bstr, empty map, bstr,
+8-byte bstr, nothing after) is taken apart by hand, giving exactly what the decoder would give; any
+other layout goes through the decoder and its checks. The MAC structure is assembled the same way.
 """
 from __future__ import annotations
 
@@ -63,7 +67,51 @@ def build(device_id: str, key: bytes, payload: bytes) -> bytes:
 
 
 def _mac(key: bytes, protected: bytes, payload: bytes) -> bytes:
-    return hmac.digest(key, cbor2.dumps(["MAC0", protected, b"", payload]), "sha256")[:TAG_LEN]
+    """The tag over the MAC structure ["MAC0", protected, h'', payload], in CBOR's shortest form."""
+    data = b"".join((_MAC0_HEAD, _bstr_head(len(protected)), protected, b"\x40", _bstr_head(len(payload)), payload))
+    return hmac.digest(key, data, "sha256")[:TAG_LEN]
+
+
+_MAC0_HEAD = b"\x84\x64MAC0"  # array(4), text(4) "MAC0"
+
+
+def _bstr_head(n: int) -> bytes:
+    """The shortest CBOR head of a byte string of `n` bytes."""
+    if n < 24:
+        return bytes((0x40 | n,))
+    if n < 0x100:
+        return bytes((0x58, n))
+    if n < 0x10000:
+        return b"\x59" + n.to_bytes(2, "big")
+    return b"\x5a" + n.to_bytes(4, "big")
+
+
+def _bstr_at(message: bytes, pos: int) -> tuple[int, int]:
+    """(start, end) of the byte string whose head is at `pos` (1-, 2- or 3-byte heads), else (0, -1)."""
+    head = message[pos]
+    if 0x40 <= head < 0x58:
+        start = pos + 1
+        return start, start + head - 0x40
+    if head == 0x58 and pos + 1 < len(message):
+        start = pos + 2
+        return start, start + message[pos + 1]
+    if head == 0x59 and pos + 2 < len(message):
+        start = pos + 3
+        return start, start + ((message[pos + 1] << 8) | message[pos + 2])
+    return 0, -1
+
+
+def _usual_envelope(message: bytes) -> tuple[bytes, bytes, bytes] | None:
+    """(protected, payload, tag) of a message in the devices' layout, None for any other layout."""
+    if message[:2] != b"\xd1\x84" or len(message) < 14:
+        return None
+    p_start, p_end = _bstr_at(message, 2)
+    if p_end < 0 or p_end + 12 > len(message) or message[p_end] != 0xA0:
+        return None
+    b_start, b_end = _bstr_at(message, p_end + 1)
+    if b_end < 0 or b_end + 9 != len(message) or message[b_end] != 0x48:
+        return None
+    return message[p_start:p_end], message[b_start:b_end], message[b_end + 1:]
 
 
 def _outer_tag(message: bytes) -> tuple[int | None, int]:
@@ -87,6 +135,9 @@ def _outer_tag(message: bytes) -> tuple[int | None, int]:
 
 def _open_envelope(message: bytes) -> tuple[bytes, bytes, bytes]:
     """(protected, payload, tag) of a COSE_Mac0 message: stages 3 and 4 (bad_cbor, too_deep, bad_cose)."""
+    usual = _usual_envelope(message)
+    if usual is not None:
+        return usual
     number, offset = _outer_tag(message)
     body = decode(message[offset:] if offset else message, MAX_DEPTH - 1 if offset else MAX_DEPTH)
     if number != COSE_MAC0_TAG:

@@ -18,7 +18,7 @@ from typing import Any
 
 import cbor2
 
-from gateway.wire.cbor_limits import decode
+from gateway.wire.cbor_limits import MAX_TEXT, check_profile, decode
 from gateway.wire.cose import MAX_MESSAGE
 from gateway.wire.reasons import Reason, Rejected
 from gateway.wire.units import ALARM, DEVICE_ALARMS, MEASUREMENTS
@@ -26,6 +26,8 @@ from gateway.wire.units import ALARM, DEVICE_ALARMS, MEASUREMENTS
 VERSION = 1
 MAX_RECORDS = 32
 MAX_UINT = 2**63 - 1
+# A text of at most this many characters is within MAX_TEXT bytes whatever it holds (UTF-8: <= 4 each).
+_SHORT_TEXT = MAX_TEXT // 4
 
 # report keys
 _K_VERSION, _K_BOOT, _K_SEQ, _K_TIME, _K_UPTIME, _K_RECORDS = 1, 2, 3, 4, 5, 6
@@ -90,10 +92,10 @@ def _is_number(value: object) -> bool:
     return type(value) is int or (type(value) is float and math.isfinite(value))
 
 
-def _decode_payload(payload: bytes) -> Any:
+def _decode_payload(payload: bytes, check: bool = True) -> Any:
     if len(payload) > MAX_MESSAGE:
         raise Rejected(Reason.TOO_LARGE, f"payload of {len(payload)} bytes")
-    return decode(payload)
+    return decode(payload, check=check)
 
 
 def _version(data: Any, shape_error: Reason) -> None:
@@ -112,8 +114,38 @@ def _bad(detail: str) -> Rejected:
 
 
 def parse_report(payload: bytes, device: str) -> Report:
-    """The report in `payload` (MAC already checked) from `device`, or Rejected."""
-    data = _decode_payload(payload)
+    """The report in `payload` (MAC already checked) from `device`, or Rejected.
+
+    The CBOR profile check (stage 8) comes before the shape checks (stage 9), so its reason wins. Its
+    separate walk is skipped when the shape checks pass and have seen every value the profile could
+    refuse (the usual report); otherwise it runs before any shape refusal is raised.
+    """
+    data = _decode_payload(payload, check=False)
+    try:
+        report = _report(data, device)
+    except Rejected:
+        check_profile(data)
+        raise
+    if not _profile_seen(data[_K_RECORDS]):
+        check_profile(data)
+    return report
+
+
+def _profile_seen(records: list[Any]) -> bool:
+    """True when the record maps (the report map itself passed the shape checks: integer keys, values
+    checked as integers or this list) hold only numbers, booleans and texts within the length limit."""
+    for record in records:
+        for value in record.values():
+            kind = type(value)
+            if kind is str:
+                if len(value) > _SHORT_TEXT:
+                    return False
+            elif kind is not int and kind is not float and kind is not bool:
+                return False
+    return True
+
+
+def _report(data: Any, device: str) -> Report:
     records = data.get(_K_RECORDS) if type(data) is dict else None
     if type(records) is list and len(records) > MAX_RECORDS:
         raise Rejected(Reason.TOO_LARGE, f"{len(records)} records")
