@@ -110,9 +110,12 @@ class SimRig:
         self.cid += 1
         os.write(self.master, frame.encode(self._sealer.seal(command.encode(self.cid, op, args or {}))))
 
-    async def boot(self, timeout: float = 30.0) -> Boot:
-        """Run one boot until the process exits (deep sleep, reset, or main.py returning)."""
-        launch = prepare_micropython(BOOT_SCRIPT, heap=self.heap, vfs_root=self.root, firmware=None)
+    async def boot(self, timeout: float = 30.0, program: str = BOOT_SCRIPT) -> Boot:
+        """Run one boot until the process exits (deep sleep, reset, or main.py returning).
+
+        `program` replaces boot.py + main.py, e.g. what a technician types at the REPL.
+        """
+        launch = prepare_micropython(program, heap=self.heap, vfs_root=self.root, firmware=None)
         try:
             proc = await asyncio.create_subprocess_exec(*launch.argv, env=launch.env, start_new_session=True,
                                                         stdout=asyncio.subprocess.PIPE,

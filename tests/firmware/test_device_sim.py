@@ -131,6 +131,13 @@ async def test_crash_loop_ends_in_safe_mode_with_a_fault_report(make_rig: Callab
     (fault,) = rig.reports  # the safe mode's report, delivered over the serial link
     got = values(fault)
     assert got["alarm"] == "sensor_fault" and "OSError" in got["fault"]
+    assert (await rig.boot()).returncode == 0  # still safe mode (and reported again): it does not clear itself
+    assert "fault" in values(rig.reports[-1])
+    hardware.values["batt"] = 3800.0  # the technician fixes the wiring, then at the REPL:
+    cleared = await rig.boot(program="import kerbline.safemode as s\ns.clear()\n")
+    assert cleared.returncode == 0 and not (rig.root / "safemode.txt").exists()
+    assert (await rig.boot()).returncode == 64  # the application runs again
+    assert values(rig.reports[-1])["batt"] == 3800 and "fault" not in values(rig.reports[-1])
 
 
 async def test_skip_pin_keeps_the_application_off(make_rig: Callable[..., Any]) -> None:
