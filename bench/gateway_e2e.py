@@ -257,10 +257,10 @@ def measure_gateway(workdir: Path, loads: list[list[bytes]], registered: int, ra
 
 
 def _py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
-    """py-spy sampling the gateway (all threads, GIL holders marked) until SIGINT."""
+    """py-spy sampling the gateway until SIGINT: the thread holding the GIL (the Python work), one line per stack."""
     out.mkdir(parents=True, exist_ok=True)
     spy = Path(sys.executable).with_name("py-spy")
-    return subprocess.Popen([str(spy), "record", "--pid", str(pid), "--rate", "200", "--format", "raw",
+    return subprocess.Popen([str(spy), "record", "--pid", str(pid), "--rate", "200", "--gil", "--format", "raw",
                              "--output", str(out / "gateway.txt")], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
 

@@ -14,7 +14,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import cbor2
 
@@ -38,6 +38,8 @@ _RECORD_LABELS = frozenset({-4, -3, -2, 0, 1, 2, 3, 4, 5, 6})
 # value label -> value kind, as in units.MEASUREMENTS (a sum is numeric)
 _VALUE_LABELS = {_L_V: "v", _L_VS: "vs", _L_VB: "vb", _L_S: "v"}
 _TEXT_OR_BOOL = {"vs": str, "vb": bool}
+# name -> default unit of the numeric measurements that have one (the usual record's fast path)
+_NUMERIC_UNITS = {name: m.unit for name, m in MEASUREMENTS.items() if m.kind == "v" and m.unit is not None}
 # SenML name rule (RFC 8428 section 4.5.1); names in the table skip it.
 _SENML_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9:./_-]*")
 
@@ -49,8 +51,10 @@ OPS = ("ack", "time", "config", "reboot", "ping")
 _NAMED_ARGS: dict[str, dict[str, int]] = {"ack": {"boot": 2, "seq": 3}, "time": {"time": 4}}
 
 
-@dataclass(frozen=True, slots=True)
-class Reading:
+# Reading and Report are named tuples rather than frozen dataclasses: just as immutable, and made about
+# three times faster (a frozen dataclass sets each field through object.__setattr__), which counts at
+# five per report on the gateway's hot path.
+class Reading(NamedTuple):
     """One SenML record, resolved: `time_offset` is seconds from the report time (0 when absent)."""
 
     name: str
@@ -60,8 +64,7 @@ class Reading:
     is_sum: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Report:
+class Report(NamedTuple):
     """A report as accepted: `time` (unix s) when the device clock was set, else `uptime` (ms)."""
 
     device: str
@@ -169,6 +172,15 @@ def _readings(records: list[Any]) -> tuple[Reading, ...]:
     base_name, base_time, base_unit = "", 0, None
     readings = []
     for record in records:
+        # The usual record, {n: a numeric measurement of the table, v: a number}, before any base field:
+        # every check below would pass and give this Reading.
+        if type(record) is dict and len(record) == 2 and not base_name and base_unit is None:
+            usual: Any = record.get(_L_N)
+            value = record.get(_L_V)
+            unit = _NUMERIC_UNITS.get(usual) if type(usual) is str else None
+            if unit is not None and (type(value) is int or (type(value) is float and math.isfinite(value))):
+                readings.append(Reading(usual, value, unit, base_time + 0, False))
+                continue
         if type(record) is not dict or not record.keys() <= _RECORD_LABELS:
             raise _bad("record is not a map of SenML labels")
         if _L_BN in record or _L_BT in record or _L_BU in record:
