@@ -87,6 +87,8 @@ def cmd_add(args: argparse.Namespace) -> int:
                           args.broker, args.tls, args.ssid)
     print(f"added {args.device} ({args.kind}, {args.link} link) to {registry} with a new key")
     print(f"its settings (link, pins, calibration): {settings}")
+    if args.link == "mqtt":
+        print("its broker login: run `kerbline device broker-config` where the broker's files are kept")
     print(f"next: kerbline device flash {args.device} --port PORT")
     return 0
 
@@ -99,8 +101,9 @@ def cmd_flash(args: argparse.Namespace) -> int:
                         link_port=args.link_port, broker=args.broker, mqtt_login=lambda: _mqtt_login(args),
                         rotate_key=args.rotate_key, replace=args.replace, wait=not args.no_wait, wait_s=args.wait_s,
                         board_timeout=args.board_timeout)
-    flash(opts)
-    print(f"flash {args.device}: done")
+    result = flash(opts)
+    print(f"flash {args.device}: done ({len(result.copied)} files written, {result.unchanged} unchanged, "
+          f"{len(result.removed)} removed)")
     return 0
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import hashlib
 import os
 import tempfile
 import time
@@ -74,10 +75,10 @@ class FlashOptions:
 
 @dataclass
 class FlashResult:
-    copied: list[str]
+    copied: list[str]  # board paths written
     removed: list[str]
     unchanged: int
-    first_report: Any = None  # the Report (serial) or "online" (MQTT)
+    first_report: Any = None  # the Report (serial), "online" (MQTT), None with --no-wait
 
 
 def boot_floor(now: datetime.datetime | None = None) -> int:
@@ -109,7 +110,7 @@ def flash(opts: FlashOptions, steps: Steps | None = None) -> FlashResult:
         with steps.step("read board") as step:
             before = board.inventory()
             plan = _plan(opts, wanted, before, Path(private))
-            step.done(f"MicroPython answered; {plan.unchanged} of {len(wanted)} files already in place, "
+            step.done(f"MicroPython answered; {plan.unchanged} of {len(plan.expected)} files already in place, "
                       f"{len(plan.copies)} to write, {len(plan.removes)} to remove")
         with steps.step("write") as step:
             total = len(plan.copies)
@@ -188,8 +189,6 @@ class _Plan:
 
 def _wanted(files: list[BuiltFile], config: dict[str, Any], private: Path) -> dict[str, tuple[Path, str, int]]:
     """board path -> (local file, sha256, size): the firmware and /config.json."""
-    import hashlib
-
     wanted = {f.board_path: (f.local_path, f.sha256, f.size) for f in files}
     data = provision.config_bytes(config)
     path = private / CONFIG
@@ -200,8 +199,6 @@ def _wanted(files: list[BuiltFile], config: dict[str, Any], private: Path) -> di
 
 
 def _plan(opts: FlashOptions, wanted: dict[str, tuple[Path, str, int]], inv: Inventory, private: Path) -> _Plan:
-    import hashlib
-
     if inv.config_id not in (None, "?", opts.device_id) and not opts.replace:
         raise StepError(f"this board is {inv.config_id}'s (its /config.json says so) and may still hold that "
                         "device's unsent reports",
