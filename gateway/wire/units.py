@@ -34,6 +34,7 @@ MEASUREMENTS: dict[str, Measurement] = {
     "queue": Measurement("count", "v"),
     "uptime": Measurement("s", "v"),
     "alarm": Measurement(None, "vs"),
+    "fault": Measurement(None, "vs"),  # safe mode: why the device is there, at most 64 bytes
 }
 
 ALARM = "alarm"

@@ -62,7 +62,7 @@ def _meaning(report: Report) -> dict[str, Any]:
 
 
 def test_vector_set_is_complete() -> None:
-    assert len(VALID) == 10 and len(INVALID) >= 30
+    assert len(VALID) >= 10 and len(INVALID) >= 30
     assert {c["meaning"]["op"] for c in VALID if c["type"] == "command"} == {"ack", "time", "config", "reboot", "ping"}
     assert {c["expect"] for c in INVALID} == set(Reason) - {Reason.DUPLICATE, Reason.REPLAY}
 

@@ -71,6 +71,7 @@ UNITS: dict[str, tuple[str | None, str]] = {
     "queue": ("count", "v"),
     "uptime": ("s", "v"),
     "alarm": (None, "vs"),
+    "fault": (None, "vs"),
 }
 DEVICE_ALARMS = ["full", "fire", "tilt", "lowbatt", "lamp_fail", "sensor_fault"]
 GATEWAY_ALARMS = ["offline"]
@@ -228,6 +229,21 @@ VALID_REPORTS: list[tuple[str, str, str, dict[str, Any]]] = [
                 {"n": "fill", "v": 96, "t": -30},
                 {"n": "fill", "v": 97},
                 {"n": "alarm", "vs": "full"},
+            ],
+        },
+    ),
+    (
+        "report_safe_mode",
+        "a device in safe mode: a sensor_fault alarm with the reason as a `fault` text, clock not set",
+        "bin-0043",
+        {
+            "version": 1,
+            "boot": 12,
+            "seq": 1,
+            "uptime": 2350,
+            "records": [
+                {"n": "alarm", "vs": "sensor_fault"},
+                {"n": "fault", "vs": "config: 'depth_mm' must be 100..5000"},
             ],
         },
     ),

@@ -47,7 +47,7 @@ def test_crc_is_ccitt_false() -> None:
 def test_valid_cases_are_internally_consistent() -> None:
     """Each valid case's fields agree with each other when taken apart with cbor2 and cobs."""
     cases = [json.loads(p.read_text()) for p in sorted((HERE / "valid").glob("*.json"))]
-    assert len(cases) == 10
+    assert len(cases) >= 10
     for case in cases:
         message = bytes.fromhex(case["cose"])
         envelope = cbor2.loads(message)

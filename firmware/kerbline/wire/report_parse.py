@@ -121,6 +121,8 @@ def _parse_records(records):
             _check("vb" in parsed)
         elif name == "alarm":
             _check(parsed.get("vs") in ALARMS)
+        elif name == "fault":
+            _check("vs" in parsed)
         unit = record.get(L_UNIT, base_unit)
         if unit is not None:
             _check(isinstance(unit, str))
