@@ -101,7 +101,7 @@ class Bench:
 
     def sim_settings(self, device_id: str, link_pty: str | None = None, **settings: Any) -> dict[str, Any]:
         path = self.settings_path(device_id)
-        data = json.loads(path.read_text())
+        data: dict[str, Any] = json.loads(path.read_text())
         data.update(board="sim", sim={"host": "127.0.0.1", "port": self.server.port},
                     link={"type": "serial", "pty": link_pty or self.line.device_path}, **settings)
         path.write_text(json.dumps(data))

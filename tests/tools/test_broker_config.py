@@ -9,7 +9,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.registry import read_registry
@@ -44,7 +44,8 @@ def files(tmp_path: Path) -> tuple[Path, Path, Path]:
 class Client:
     """A paho client that records what the broker answered."""
 
-    def __init__(self, broker: Mosquitto, user: str, password: str, protocol: int = mqtt.MQTTv5) -> None:
+    def __init__(self, broker: Mosquitto, user: str, password: str,
+                 protocol: MQTTProtocolVersion = mqtt.MQTTv5) -> None:
         self.connected = threading.Event()
         self.connack: ReasonCode | None = None
         self.pubacks: dict[int, ReasonCode] = {}
@@ -67,7 +68,7 @@ class Client:
 
     def _on_message(self, c: object, u: object, message: mqtt.MQTTMessage) -> None:
         with self.acked:
-            self.messages.append((message.topic, message.payload))
+            self.messages.append((message.topic, bytes(message.payload)))
             self.acked.notify_all()
 
     def wait_messages(self, n: int) -> list[tuple[str, bytes]]:

@@ -12,7 +12,7 @@ import os
 import re
 import tomllib
 
-import serial
+import serial  # type: ignore[import-untyped]  # pyserial ships no stubs
 
 from gateway.registry import read_registry
 from gateway.tools.firmware_build import build

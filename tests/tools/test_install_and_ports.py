@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from serial.tools.list_ports_common import ListPortInfo
+from serial.tools.list_ports_common import ListPortInfo  # type: ignore[import-untyped]
 
 from gateway.tools.install_micropython import Image, check_image, esptool_commands
 from gateway.tools.ports import format_ports

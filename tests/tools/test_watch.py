@@ -5,7 +5,7 @@ import cbor2
 import pytest
 
 from gateway.wire import Reason, build, encode_frame, parse_report
-from gateway.tools.watch import MAX_PENDING, Got, Refused, StreamSplitter, Text, format_report
+from gateway.tools.watch import MAX_PENDING, Event, Got, Refused, StreamSplitter, Text, format_report
 
 KEY = bytes(range(32))
 OTHER_KEY = bytes(32)
@@ -22,7 +22,7 @@ def lookup(device: str) -> bytes | None:
     return KEY if device == "bin-0042" else None
 
 
-def events(data: bytes, byte_by_byte: bool = False) -> list[object]:
+def events(data: bytes, byte_by_byte: bool = False) -> list[Event]:
     splitter = StreamSplitter(lookup)
     if byte_by_byte:
         return [e for i in range(len(data)) for e in splitter.feed(data[i:i + 1])]
@@ -46,8 +46,8 @@ def test_frames_text_and_refusals_in_order(byte_by_byte: bool) -> None:
 
 def test_text_glued_before_a_frame_without_a_newline_between_lines_is_split_off() -> None:
     body = encode_frame(report(5))
-    got = events(b"\x00" + b"MPY: soft reboot\r\n" + body)
-    assert got[-1] == Got(got[-1].report) and got[-1].report.seq == 5  # type: ignore[union-attr]
+    last = events(b"\x00" + b"MPY: soft reboot\r\n" + body)[-1]
+    assert isinstance(last, Got) and last.report.seq == 5
 
 
 def test_a_long_run_without_frame_end_is_bounded() -> None:
