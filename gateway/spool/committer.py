@@ -61,10 +61,15 @@ class Committer:
         with self._cond:
             if self._closing:
                 raise SpoolError("spool is closed")
-            if not self._submits:
+            submits = self._submits
+            if not submits:
                 self._first_at = time.monotonic()
-            self._submits.append((item, future))
-            self._cond.notify()
+            submits.append((item, future))
+            # Wake the thread only when it has something to do: the first report of a group (it waits
+            # for work) or a full group (it waits for the group to fill or its time to pass). A wake per
+            # report would have it take the GIL from the event loop once per report for nothing.
+            if len(submits) == 1 or len(submits) == self._config.group_max:
+                self._cond.notify()
 
     def run(self, op: Operation) -> asyncio.Future[Any]:
         future: asyncio.Future[Any] = self._loop.create_future()
