@@ -87,6 +87,10 @@ class MemQueue:
             out.append((boot, seq, alarm, message))
         return out
 
+    def newest(self, n: int) -> list[bytes]:
+        """The last `n` messages appended (still queued), oldest first."""
+        return [m for m, _ in list(self._items.values())[-n:]] if n > 0 else []
+
     def ack_one(self, boot: int, seq: int) -> bool:
         item = self._items.pop((boot, seq), None)
         if item is None:

@@ -80,6 +80,7 @@ class _Link:
         self.conn: MqttConnection | None = None
         self.devices: list[FleetDevice] = []
         self.up = False
+        self.reconnecting = False
 
 
 class Fleet:
@@ -112,7 +113,10 @@ class Fleet:
         self._room = asyncio.Event()
         self._room.set()
         self._downlinks: dict[str, Any] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        self._closing = False
         self.state_dir = state_dir
+        self.on_report: Callable[[str, bytes], None] | None = None  # (device, sealed report) as each is made
         for spec in specs:
             if spec.link != "mqtt":
                 raise ValueError(f"{spec.id}: the fleet runs MQTT devices only (serial devices run faithful)")
@@ -150,8 +154,8 @@ class Fleet:
         await asyncio.gather(*(one(link) for link in self._links))
 
     async def _open(self, link: _Link) -> bool:
-        conn = MqttConnection(self._on_ack, lambda topic, payload: self._on_message(topic, payload),
-                              lambda exc: self._on_lost(link), max_inflight=65535 if self.shared else 16)
+        conn = MqttConnection(self._on_ack, self._on_message, lambda exc: self._on_lost(link, conn),
+                              max_inflight=65535 if self.shared else 16)
         try:
             if self.shared:
                 await conn.open(self.host, self.port, link.name, FLEET_USER, self.fleet_password, self.keepalive)
@@ -164,6 +168,7 @@ class Fleet:
                 conn.publish(state, b"online", None, retain=True, qos=0)
                 await conn.subscribe(f"kerbline/v1/{dev}/down".encode())
         except (OSError, asyncio.TimeoutError, MqttError):
+            conn.abort()
             self.stats.connect_errors += 1
             return False
         link.conn = conn
@@ -172,30 +177,47 @@ class Fleet:
             self._ready.add(device.id)
         return True
 
-    def _on_lost(self, link: _Link) -> None:
+    def _on_lost(self, link: _Link, conn: MqttConnection) -> None:
+        if link.conn is not conn:
+            return  # an old connection's late news
         link.up = False
+        link.conn = None
         for device in link.devices:
             self._outstanding -= len(device.in_flight)
             device.link_lost()
         self._room.set()
-        asyncio.ensure_future(self._reconnect(link))
+        self._start_reconnect(link)
+
+    def _start_reconnect(self, link: _Link) -> None:
+        """One reconnect loop per link at a time."""
+        if link.reconnecting or self._closing:
+            return
+        link.reconnecting = True
+        task = asyncio.ensure_future(self._reconnect(link))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _reconnect(self, link: _Link) -> None:
-        delay = 0.1
-        while not link.up and not self._closing:
-            if not self.shared and link.name in self._net_down:
-                await asyncio.sleep(0.05)
-                continue
-            if await self._open(link):
-                self.stats.reconnects += 1
-                return
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
-
-    _closing = False
+        delay = 0.05
+        try:
+            while not link.up and not self._closing:
+                if not self.shared and link.name in self._net_down:
+                    await asyncio.sleep(0.02)  # the device's network is down: no connection can be made
+                    continue
+                if await self._open(link):
+                    self.stats.reconnects += 1
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        finally:
+            link.reconnecting = False
 
     async def close(self) -> None:
+        """Disconnect everything; background reconnects end."""
         self._closing = True
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         for link in self._links:
             if link.conn is not None:
                 link.conn.close()
@@ -239,8 +261,8 @@ class Fleet:
         ready, self._ready = self._ready, set()
         for device_id in ready:
             device = self.devices[device_id]
-            link = self._link_of[device_id]
-            if not link.up or link.conn is None or device_id in self._net_down or not device.powered:
+            link = self._link_of.get(device_id)  # None: not connected (a fleet stepped without a broker)
+            if link is None or not link.up or link.conn is None or device_id in self._net_down or not device.powered:
                 continue
             topic = device.up_topic
             for boot, seq, message in device.take():
@@ -309,6 +331,9 @@ class Fleet:
             if made:
                 self.stats.reports += made
                 self._ready.add(device_id)
+                if self.on_report is not None:
+                    for message in device.queue.newest(made):
+                        self.on_report(device_id, message)
                 if device.kind == "bin":
                     self.world.bin(device_id).reported(t)  # the radio's charge
             self._push(nxt, STEP, device_id, None)
@@ -333,12 +358,26 @@ class Fleet:
             self._net_down.add(device.id)
             link = self._link_of.get(device.id)
             if not self.shared and link is not None and link.conn is not None:
-                link.conn.abort()
+                link.conn.abort()  # its connection_lost starts the reconnect loop, which waits for NET_UP
             self._push(e.t + e.duration_s, NET_UP, device.id, None)
         elif e.kind in ("power_cut", "brownout"):
             self._outstanding -= len(device.in_flight)
             device.power_off()
             self._push(e.t + (e.duration_s if e.kind == "power_cut" else 0.0), POWER_ON, device.id, None)
+
+    def finish_faults(self) -> None:
+        """End every fault still in progress (networks back, power on), e.g. when a run is over."""
+        t = self.clock.now()
+        for device_id in list(self._net_down):
+            self._net_down.discard(device_id)
+            self._ready.add(device_id)
+        for device in self.devices.values():
+            if not device.powered:
+                device.power_on(t, self.clocks_set)
+                self._ready.add(device.id)
+        for link in self._links:
+            if not link.up:
+                self._start_reconnect(link)
 
     # ------------------------------------------------------------------ views
 
