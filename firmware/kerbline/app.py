@@ -44,7 +44,7 @@ class App:
         if queue is None:
             from kerbline.store.queue import FlashQueue
 
-            queue = FlashQueue("/queue.log", cfg["queue_bytes"])
+            queue = FlashQueue("queue.log", cfg["queue_bytes"])
         self.queue = queue
         self.link = link
         self._retry_at = None
@@ -135,7 +135,7 @@ class App:
 
         board = self.board
         spec = self.cfg["link"]
-        downlink = Downlink(self.sealer, "/cid", self.log)
+        downlink = Downlink(self.sealer, "cid", self.log)
         if spec["type"] == "serial":
             from kerbline.links.serial import SerialLink
 

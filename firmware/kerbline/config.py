@@ -84,21 +84,22 @@ def _int(name, value, low, high=None):
     return value
 
 
-def read(path="/config.json"):
+def read(path="config.json"):
     """The file's JSON object, unchecked; ConfigError when it is missing or not JSON."""
+    shown = "/" + path.lstrip("/")  # a relative path is the flash root's file (the cwd is "/" at boot)
     try:
         with open(path) as f:
             raw = json.load(f)
     except OSError:
-        raise ConfigError("%s is missing: provision the device (see docs/firmware.md)" % path)
+        raise ConfigError("%s is missing: provision the device (see docs/firmware.md)" % shown)
     except ValueError:
-        raise ConfigError("%s is not valid JSON" % path)
+        raise ConfigError("%s is not valid JSON" % shown)
     if not isinstance(raw, dict):
-        raise ConfigError("%s must hold a JSON object" % path)
+        raise ConfigError("%s must hold a JSON object" % shown)
     return raw
 
 
-def load(path="/config.json"):
+def load(path="config.json"):
     """The checked config with defaults filled in (ConfigError says what is wrong)."""
     return check(read(path))
 
@@ -205,7 +206,7 @@ def take_key(cfg):
     return unhexlify(cfg.pop("key"))
 
 
-def apply(cfg, changes, path="/config.json"):
+def apply(cfg, changes, path="config.json"):
     """The `config` command: check every change, then update `cfg` and rewrite the file atomically.
 
     Returns None on success or a message saying what was refused (nothing is changed then).

@@ -11,8 +11,8 @@ import sys
 
 from kerbline.persist import write_atomic
 
-LOG_PATH = "/crash.log"
-COUNT_PATH = "/crash.cnt"
+LOG_PATH = "crash.log"
+COUNT_PATH = "crash.cnt"
 LOG_MAX = 2048
 
 

@@ -30,7 +30,7 @@ def write_atomic(path, data):
     os.rename(tmp, path)
 
 
-def read_boot(path="/boot.cnt"):
+def read_boot(path="boot.cnt"):
     """The last boot number (0 when the device never booted); ValueError when the file is unreadable."""
     try:
         with open(path, "rb") as f:
@@ -43,7 +43,7 @@ def read_boot(path="/boot.cnt"):
         raise ValueError("%s is unreadable (%r): set it above the last boot the gateway saw" % (path, text))
 
 
-def next_boot(path="/boot.cnt"):
+def next_boot(path="boot.cnt"):
     boot = read_boot(path) + 1
     write_atomic(path, b"%d\n" % boot)
     return boot

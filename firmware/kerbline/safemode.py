@@ -12,7 +12,7 @@ s.clear()` and reset the board.
 """
 from kerbline import crashlog
 
-MARK_PATH = "/safemode.txt"
+MARK_PATH = "safemode.txt"
 SEND_S = 20
 
 

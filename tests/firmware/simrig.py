@@ -33,7 +33,7 @@ KEYS = {"bin-0042": "cd128f3348a040664141d96140729e1b738956419d7b367d4294e99e7e7
 BOOT_SCRIPT = """
 g = {"__name__": "__main__"}
 for name in ("boot.py", "main.py"):
-    with open("/" + name) as f:
+    with open(name) as f:  # the cwd is the flash root
         source = f.read()
     exec(compile(source, name, "exec"), g)
 """
@@ -52,6 +52,10 @@ class SimRig:
     config: dict[str, Any]
     hardware: BenchHardware = field(default_factory=BenchHardware)
     heap: str = "64k"
+    # True: the device root is the VM's whole filesystem (the harness's VFS wrapper, as a board's flash).
+    # False: a plain folder, the VM's cwd (the firmware's paths are relative to it), without the
+    # wrapper's heap cost (about 5 KB on the 64-bit unix port): for measuring the firmware's own need.
+    rooted: bool = True
     ack: bool = True
     reports: list[Report] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)
@@ -115,9 +119,13 @@ class SimRig:
 
         `program` replaces boot.py + main.py, e.g. what a technician types at the REPL.
         """
-        launch = prepare_micropython(program, heap=self.heap, vfs_root=self.root, firmware=None)
+        if self.rooted:
+            launch = prepare_micropython(program, heap=self.heap, vfs_root=self.root, firmware=None)
+        else:
+            launch = prepare_micropython(program, heap=self.heap, firmware=self.root, cwd=self.root)
         try:
-            proc = await asyncio.create_subprocess_exec(*launch.argv, env=launch.env, start_new_session=True,
+            proc = await asyncio.create_subprocess_exec(*launch.argv, env=launch.env, cwd=launch.cwd,
+                                                        start_new_session=True,
                                                         stdout=asyncio.subprocess.PIPE,
                                                         stderr=asyncio.subprocess.STDOUT)
             try:

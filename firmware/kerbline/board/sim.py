@@ -123,14 +123,14 @@ class Board:
         self.ticks_ms = time.ticks_ms
         self.ticks_diff = time.ticks_diff
         self.sleep_ms = time.sleep_ms
-        last = _read("/.reset")
-        _rm("/.reset")
+        last = _read(".reset")
+        _rm(".reset")
         last = last.decode().split() if last else (POWER, "-")
         self._cause = last[0]
         self._wake = last[1] if last[1] != "-" else None
         if self._cause == POWER:  # a power cut clears RTC memory and the clock
-            _rm("/.rtc")
-            _rm("/.clock")
+            _rm(".rtc")
+            _rm(".clock")
 
     def ask(self, fmt, *args):
         """One request line to the simulator's sensor server, its reply (bytes); OSError if it fails."""
@@ -159,11 +159,11 @@ class Board:
             self._sock = None
 
     def unix_time(self):
-        offset = _read("/.clock")
+        offset = _read(".clock")
         return int(time.time()) + int(offset) if offset else None
 
     def set_unix_time(self, t):
-        _write("/.clock", b"%d" % (t - int(time.time())))
+        _write(".clock", b"%d" % (t - int(time.time())))
 
     def rtc_ms(self):
         return time.time_ns() // 1000000
@@ -217,7 +217,7 @@ class Board:
         """Record why this process is about to end, for the next boot's reset_cause()/wake_reason()."""
         if self._wdt is not None and cause != WDT:
             self._wdt.timeout_ms = None  # the watchdog thread must not hold the process open
-        _write("/.reset", ("%s %s" % (cause, wake or "-")).encode())
+        _write(".reset", ("%s %s" % (cause, wake or "-")).encode())
 
     def deep_sleep(self, ms, wake_pins):
         line = "sleep %d" % ms
@@ -242,12 +242,12 @@ class Board:
         return self._wake if self._cause == DEEPSLEEP else None
 
     def persist_read(self):
-        return _read("/.rtc")
+        return _read(".rtc")
 
     def persist_write(self, data):
         if len(data) > _PERSIST_MAX:
             raise ValueError("RTC memory holds 512 bytes")
-        _write("/.rtc", data)
+        _write(".rtc", data)
 
     def heap_free(self):
         import gc

@@ -71,7 +71,7 @@ def open_mqtt(cfg, downlink, queue, handler):
         import ssl
 
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.load_verify_locations(cafile="/ca.pem")  # the broker's CA, written at provisioning
+        context.load_verify_locations(cafile="ca.pem")  # the broker's CA, written at provisioning
     client = Client(
         cfg["id"],
         link["host"],
