@@ -1,7 +1,8 @@
 """A faithful device's power supply and reset circuit: it runs one MicroPython process per boot, forever.
 
-One boot is `micropython -X heapsize=HEAP device_main.py FLASH_DIR`: the unchanged firmware on the `sim`
-board (`firmware/kerbline/board/sim.py`), the flash directory as its whole filesystem. How the process
+One boot is `micropython -X heapsize=HEAP device_main.py` run in FLASH_DIR: the unchanged firmware on the
+`sim` board (`firmware/kerbline/board/sim.py`), its paths relative to the flash directory as a board's are
+to its flash root. How the process
 ends says what happens next, as the board's exit codes define it:
 
   64 (deep sleep over)      boot again at once: the wake (the sleep itself was served by the sensor server)
@@ -166,7 +167,7 @@ class DeviceRunner:
         self.state = State.RUNNING
         self.stats.boots += 1
         proc = self._proc = await asyncio.create_subprocess_exec(
-            str(self.micropython), "-X", f"heapsize={self.heap}", str(LAUNCHER), str(self.flash_dir),
+            str(self.micropython), "-X", f"heapsize={self.heap}", str(LAUNCHER),
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
             cwd=self.flash_dir, start_new_session=True)
         assert proc.stdout is not None

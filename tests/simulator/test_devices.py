@@ -37,10 +37,10 @@ async def test_runner_follows_the_exit_codes(tmp_path: Path) -> None:
     flash = flash_with(tmp_path / "dev", """
 import sys
 try:
-    n = int(open("/n").read())
+    n = int(open("n").read())
 except OSError:
     n = 0
-open("/n", "w").write(str(n + 1))
+open("n", "w").write(str(n + 1))
 print("boot", n)
 sys.exit((64, 65, 3, 0)[n])  # deep sleep over, machine.reset(), the VM dies, the program ends
 """)
@@ -64,9 +64,9 @@ async def test_watchdog_kill_boots_again(tmp_path: Path) -> None:
     flash = flash_with(tmp_path / "dev", """
 import os, sys
 try:
-    open("/killed").close()
+    open("killed").close()
 except OSError:
-    open("/killed", "w").close()
+    open("killed", "w").close()
     os.system("kill -9 $PPID")  # what the sim board's watchdog thread does
 sys.exit(0)
 """)
@@ -78,7 +78,7 @@ sys.exit(0)
 async def test_power_cut_kills_at_once_and_clears_rtc_memory(tmp_path: Path) -> None:
     flash = flash_with(tmp_path / "dev", """
 import time
-for name in ("/.rtc", "/.clock", "/.reset"):
+for name in (".rtc", ".clock", ".reset"):
     open(name, "w").write("x")
 print("up")
 time.sleep(60)
