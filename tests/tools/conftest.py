@@ -94,16 +94,18 @@ class Bench:
         return await self.cli("flash", device_id, "--port", self.board.port, "--link-port", self.link_port,
                               "--build-dir", str(self.build_dir), "--wait-s", str(wait_s), *extra)
 
-    async def add(self, device_id: str, kind: str = "bin", link_pty: str | None = None, **settings: Any) -> None:
-        run = await self.cli("add", device_id, "--kind", kind)
+    async def add(self, device_id: str, kind: str = "bin", link_pty: str | None = None, *options: str,
+                  **settings: Any) -> None:
+        run = await self.cli("add", device_id, "--kind", kind, *options)
         assert run.status == 0, run.text
         self.sim_settings(device_id, link_pty, **settings)
 
     def sim_settings(self, device_id: str, link_pty: str | None = None, **settings: Any) -> dict[str, Any]:
         path = self.settings_path(device_id)
         data: dict[str, Any] = json.loads(path.read_text())
-        data.update(board="sim", sim={"host": "127.0.0.1", "port": self.server.port},
-                    link={"type": "serial", "pty": link_pty or self.line.device_path}, **settings)
+        data.update(board="sim", sim={"host": "127.0.0.1", "port": self.server.port}, **settings)
+        if data["link"]["type"] == "serial":
+            data["link"] = {"type": "serial", "pty": link_pty or self.line.device_path}
         path.write_text(json.dumps(data))
         hardware = self.hardware.setdefault(device_id, BenchHardware())
         self.server.add_device({"id": device_id, **data}, hardware)

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import tomllib
+from collections.abc import Callable
 
 import serial  # type: ignore[import-untyped]  # pyserial ships no stubs
 
@@ -18,6 +19,7 @@ from gateway.registry import read_registry
 from gateway.tools.firmware_build import build
 from gateway.tools.flash import STEPS, boot_floor
 from gateway.tools.provision import config_bytes, device_config, load_settings
+from tests.harness.mosquitto import Mosquitto, free_port
 from tests.harness.pty_serial import PtySerial
 from tests.tools.conftest import Bench
 
@@ -242,3 +244,25 @@ async def test_a_board_still_booting_is_stopped_before_mpremote_takes_over(bench
 
     assert run.status == 0, run.text
     assert (bench.flash_dir / "main.py").read_text() != "import time\nwhile True:\n    time.sleep(0.1)\n"
+
+
+async def test_an_mqtt_device_comes_online_on_a_broker_configured_from_the_registry(
+        bench: Bench, mosquitto_factory: Callable[..., Mosquitto]) -> None:
+    port = free_port()  # the broker starts below, with the files made from the registry
+    await bench.add("lamp-0117", "light", None, "--link", "mqtt", "--broker", f"127.0.0.1:{port}")
+    (bench.root / "gw.secret").write_text("gateway secret\n")
+    made = await bench.cli("broker-config", "--out-dir", str(bench.root / "acl"), "--gateway-user", "kerbline-gateway",
+                           "--gateway-password-file", str(bench.root / "gw.secret"))
+    assert made.status == 0, made.text
+    mosquitto_factory(port=port, allow_anonymous=False,
+                      extra_config=[f"password_file {bench.root / 'acl' / 'kerbline.passwd'}",
+                                    f"acl_file {bench.root / 'acl' / 'kerbline.acl'}"])
+
+    run = await bench.cli("flash", "lamp-0117", "--port", bench.board.port, "--build-dir", str(bench.build_dir),
+                          "--mqtt-user", "kerbline-gateway", "--mqtt-password-file", str(bench.root / "gw.secret"),
+                          "--wait-s", "30")
+
+    assert run.status == 0, run.text
+    assert re.search(r"\[8/8\] first report ok  after [\d.]+ s: lamp-0117 is online on the broker$", run.out, re.M)
+    config = json.loads((bench.flash_dir / "config.json").read_text())
+    assert config["link"]["password"] not in run.text  # the derived broker password is never shown
