@@ -46,10 +46,10 @@ from kerbline.wire.crc16 import crc16
 MAX_MESSAGE = const(1024)
 MAX_ONE = const(8)
 HEADER = const(14)
-F_ALARM = const(0x01)
-K_REPORT = const(0x00)
-K_UPTO = const(0x02)
-K_ONE = const(0x04)
+_F_ALARM = const(0x01)
+_K_REPORT = const(0x00)
+_K_UPTO = const(0x02)
+_K_ONE = const(0x04)
 _KIND = const(0x06)
 _RESERVED = const(0xF8)
 _MAGIC = const(0x4B)
@@ -116,7 +116,7 @@ class FlashQueue:
             raise ValueError("message does not fit the queue")
         if self.bytes_used + size > self.max_bytes:
             self._compact(size)
-        self._seal_header(F_ALARM if is_alarm else K_REPORT, length, boot, seq, message)
+        self._seal_header(_F_ALARM if is_alarm else _K_REPORT, length, boot, seq, message)
         self._write(self._hdr, message)
         if not self._count:
             self._head = self.bytes_used
@@ -130,9 +130,9 @@ class FlashQueue:
             return out
         with self._fs.open(self.path, "rb") as f:
             for p, flags, length, b, s in self._records(f, self._head, self.bytes_used):
-                if flags & _KIND == K_REPORT and not self._acked(b, s):
+                if flags & _KIND == _K_REPORT and not self._acked(b, s):
                     f.seek(p + HEADER)
-                    out.append((b, s, bool(flags & F_ALARM), f.read(length)))
+                    out.append((b, s, bool(flags & _F_ALARM), f.read(length)))
                     if len(out) >= n:
                         break
         return out
@@ -148,7 +148,7 @@ class FlashQueue:
         if self._count:
             with self._fs.open(self.path, "rb") as f:
                 for p, flags, length, b, s in self._records(f, self._head, self.bytes_used):
-                    if flags & _KIND != K_REPORT:
+                    if flags & _KIND != _K_REPORT:
                         continue
                     if not _gt(b, s, boot, seq):
                         if not self._in_one(b, s):
@@ -159,7 +159,7 @@ class FlashQueue:
                     else:
                         head = p
                         break
-        self._settle(K_UPTO, upto_b, upto_s, head, n)
+        self._settle(_K_UPTO, upto_b, upto_s, head, n)
         return n
 
     def ack_one(self, boot, seq):
@@ -173,7 +173,7 @@ class FlashQueue:
         upto_s = seq
         with self._fs.open(self.path, "rb") as f:
             for p, flags, length, b, s in self._records(f, self._head, self.bytes_used):
-                if flags & _KIND != K_REPORT:
+                if flags & _KIND != _K_REPORT:
                     continue
                 if self._in_one(b, s):
                     if found:
@@ -194,12 +194,12 @@ class FlashQueue:
         if not found:
             return False
         if at_head:
-            self._settle(K_UPTO, upto_b, upto_s, head, 1)
+            self._settle(_K_UPTO, upto_b, upto_s, head, 1)
         elif len(self._one) >= MAX_ONE:
             self.ack_overflow += 1
             return False
         else:
-            self._settle(K_ONE, boot, seq, self._head, 1)
+            self._settle(_K_ONE, boot, seq, self._head, 1)
         return True
 
     # ------------------------------------------------------------ acked state
@@ -235,7 +235,7 @@ class FlashQueue:
             self._seal_header(kind, 0, b, s, None)
             self._write(self._hdr, None)
             self.bytes_used += HEADER
-        if kind == K_UPTO:
+        if kind == _K_UPTO:
             self._raise_watermark(b, s)
         else:
             self._one.append((b, s))
@@ -285,10 +285,10 @@ class FlashQueue:
         if magic != _MAGIC or flags & _RESERVED:
             return _DAMAGED
         kind = flags & _KIND
-        if kind == K_REPORT:
+        if kind == _K_REPORT:
             if not 0 < length <= MAX_MESSAGE:
                 return _DAMAGED
-        elif kind == _KIND or length or flags & F_ALARM:
+        elif kind == _KIND or length or flags & _F_ALARM:
             return _DAMAGED
         stop = p + HEADER + length
         if stop > end:
@@ -354,9 +354,9 @@ class FlashQueue:
         with fs.open(self.path, "rb") as f:
             for p, flags, length, b, s in self._records(f, 0, size):
                 kind = flags & _KIND
-                if kind == K_UPTO:
+                if kind == _K_UPTO:
                     self._raise_watermark(b, s)
-                elif kind == K_ONE and not self._acked(b, s) and len(self._one) < MAX_ONE:
+                elif kind == _K_ONE and not self._acked(b, s) and len(self._one) < MAX_ONE:
                     self._one.append((b, s))
         if self._bad:
             self.torn += self._bad
@@ -366,7 +366,7 @@ class FlashQueue:
         head = size
         with fs.open(self.path, "rb") as f:
             for p, flags, length, b, s in self._records(f, 0, size):
-                if flags & _KIND == K_REPORT and not self._acked(b, s):
+                if flags & _KIND == _K_REPORT and not self._acked(b, s):
                     if not count:
                         head = p
                     count += 1
@@ -378,7 +378,7 @@ class FlashQueue:
         live = 0
         with self._fs.open(self.path, "rb") as f:
             for p, flags, length, b, s in self._records(f, 0, self.bytes_used):
-                if flags & _KIND == K_REPORT and not self._acked(b, s):
+                if flags & _KIND == _K_REPORT and not self._acked(b, s):
                     live += HEADER + length
             strict = live + need - self.max_bytes
             if strict <= 0:
@@ -390,7 +390,7 @@ class FlashQueue:
                 for p, flags, length, b, s in self._records(f, 0, self.bytes_used):
                     if freed >= target:
                         break
-                    if flags & _KIND == K_REPORT and flags & F_ALARM == alarm and not self._acked(b, s):
+                    if flags & _KIND == _K_REPORT and flags & _F_ALARM == alarm and not self._acked(b, s):
                         freed += HEADER + length
                         drops[alarm] += 1
                 if freed >= strict:
@@ -409,9 +409,9 @@ class FlashQueue:
         with fs.open(self.path, "rb") as src:
             with fs.open(self._tmp, "wb") as dst:
                 for p, flags, length, b, s in self._records(src, 0, self.bytes_used):
-                    if flags & _KIND != K_REPORT or self._acked(b, s):
+                    if flags & _KIND != _K_REPORT or self._acked(b, s):
                         continue
-                    if flags & F_ALARM:
+                    if flags & _F_ALARM:
                         if skip_alarm:
                             skip_alarm -= 1
                             continue

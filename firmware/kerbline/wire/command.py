@@ -10,9 +10,9 @@ from kerbline.wire.reject import BAD_COMMAND, BAD_VERSION, Reject
 
 VERSION = const(1)
 K_VERSION = const(1)
-K_CID = const(10)
-K_OP = const(11)
-K_ARGS = const(12)
+_K_CID = const(10)
+_K_OP = const(11)
+_K_ARGS = const(12)
 # argument keys, shared with the report keys they refer to
 A_BOOT = const(2)
 A_SEQ = const(3)
@@ -23,7 +23,7 @@ OPS = ("ack", "time", "config", "reboot", "ping")
 
 def encode(cid, op, args=None):
     """The command payload (the gateway's side; used by the simulator and the tests)."""
-    return cbor.dumps({K_VERSION: VERSION, K_CID: cid, K_OP: op, K_ARGS: args or {}})
+    return cbor.dumps({K_VERSION: VERSION, _K_CID: cid, _K_OP: op, _K_ARGS: args or {}})
 
 
 def _uint(value):
@@ -44,9 +44,9 @@ def parse(payload):
     if version != VERSION:
         raise Reject(BAD_VERSION)
     _check(len(command) == 4)
-    cid = command.get(K_CID)
-    op = command.get(K_OP)
-    args = command.get(K_ARGS)
+    cid = command.get(_K_CID)
+    op = command.get(_K_OP)
+    args = command.get(_K_ARGS)
     _check(_uint(cid) and op in OPS and isinstance(args, dict))
     if op == "ack":
         _check(len(args) == 2 and _uint(args.get(A_BOOT)) and _uint(args.get(A_SEQ)))
