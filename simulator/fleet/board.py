@@ -32,6 +32,7 @@ from simulator.devices.sensor_server import NoReading, SensorServer
 
 
 _NUMERIC = frozenset({"echo", "i2cr", "adc", "temp", "pin", "relay", "pwm"})  # requests with integer arguments
+_OP_OF: dict[str, str] = {}  # request format -> its op (the board has a handful of formats)
 
 
 def _run(coro: Any) -> str:
@@ -73,7 +74,9 @@ class FleetBoard(Board):  # type: ignore[misc]  # the firmware is untyped
 
     # --- the sensor server, in-process
     def ask(self, fmt: str, *args: Any) -> bytes:
-        op = fmt.split(" ", 1)[0]
+        op = _OP_OF.get(fmt)
+        if op is None:
+            op = _OP_OF[fmt] = fmt.split(" ", 1)[0]
         if op in _NUMERIC:  # the handler's own per-op code, without printing and re-parsing the numbers
             try:
                 reply = _run(self._server._op(self._device, op, list(args)))

@@ -27,7 +27,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-from kerbline import persist
+from kerbline import bin_cycle, persist
 from kerbline.app import App
 from simulator.devices.sensor_server import Hardware, SensorServer
 from simulator.fleet.board import FleetBoard
@@ -156,6 +156,7 @@ class FleetDevice:
         self.reports = 0
         self.powered = True
         self.in_flight: dict[tuple[int, int], bytes] = {}
+        self.battery: Any = None  # the bin's world model, charged for each report's radio time
 
     # ------------------------------------------------------------------ power
 
@@ -189,8 +190,6 @@ class FleetDevice:
 
     def wake(self, t: float) -> float:
         """A bin's wake at t: sample, queue the report; returns the next wake's instant."""
-        from kerbline import bin_cycle
-
         assert self.app is not None
         self._set_clock(t)
         self.hardware.booted()  # the wake: the world samples the bin once

@@ -34,6 +34,7 @@ replay) to the App's handlers (`time`, `ping`, `config`, `reboot`).
 from __future__ import annotations
 
 import asyncio
+import gc
 import heapq
 import itertools
 import math
@@ -69,6 +70,16 @@ class FleetStats:
     commands: Counter[str] = field(default_factory=Counter)
     reconnects: int = 0
     connect_errors: int = 0
+
+
+def tune_gc() -> None:
+    """For a process that holds a fleet: what exists now (the devices, their firmware objects, the world's
+    models) moves to the collector's permanent generation, and young collections run less often. A fleet
+    allocates many short-lived objects per report; without this, every full collection walks all of the
+    fleet's long-lived objects (measured: about a fifth of the stepped fleet's time). Call after building."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 1_000)
 
 
 class _Link:
@@ -124,7 +135,8 @@ class Fleet:
                                           settings={**(settings or {}).get(spec.kind, {})})
             cfg = fw_config.check(raw)
             key = fw_config.take_key(cfg)
-            self.devices[spec.id] = FleetDevice(cfg, key, self.server, self._hardware, state_dir)
+            device = self.devices[spec.id] = FleetDevice(cfg, key, self.server, self._hardware, state_dir)
+            device.battery = world.bin(spec.id) if spec.kind == "bin" else None
 
     def _hardware(self, device: FleetDevice) -> WorldHardware:
         return WorldHardware(self.world, device.id, lambda: device.now, _no_sleep)
@@ -334,8 +346,8 @@ class Fleet:
                 if self.on_report is not None:
                     for message in device.queue.newest(made):
                         self.on_report(device_id, message)
-                if device.kind == "bin":
-                    self.world.bin(device_id).reported(t)  # the radio's charge
+                if device.battery is not None:
+                    device.battery.reported(t)  # the radio's charge
             self._push(nxt, STEP, device_id, None)
         elif kind == FAULT:
             stream = self.world.faults.device(device_id)
