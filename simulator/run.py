@@ -39,7 +39,7 @@ from kerbline.app import ALARMS
 from simulator.devices import provision
 from simulator.devices.faithful import FaithfulDevice, FaithfulStreet
 from simulator.devices.runner import DEFAULT_HEAP
-from simulator.fleet.fleet import Fleet
+from simulator.fleet.fleet import Fleet, tune_gc
 from simulator.links.broker import GATEWAY_USER, Broker
 from simulator.links.faults import FaultPlayer, broker_handlers
 from simulator.live import LiveView, Row, Snapshot
@@ -161,6 +161,7 @@ class StreetRun:
                 (self.run_dir / "fleet").mkdir(exist_ok=True)
                 await self.fleet.connect()
                 self.fleet.start()
+                tune_gc()
                 self.say(f"fleet: {len(self.fleet.devices)} devices connected "
                          f"({'%d shared connections' % self.o.shared if self.o.shared else 'one connection each'})")
             completed = await self._watch(world)
