@@ -79,3 +79,27 @@ def test_fleet_run_end_to_end(tmp_path: Path) -> None:
     fleet_line = next(line for line in out.splitlines() if "fleet devices 50:" in line)
     reports = int(fleet_line.split("reports ")[1].split(",")[0])
     assert len({(r["device"], r["boot"], r["seq"]) for r in readings}) == reports  # all of them upstream
+
+
+def test_live_view_shows_progress_devices_totals_and_events() -> None:
+    import io
+
+    from simulator.live import LiveView, Row, Snapshot, render
+
+    start = 1_782_000_000.0
+    snap = Snapshot(title="Kerbline street simulator: demo", sim_now=start + 6 * 3600, sim_start=start,
+                    sim_end=start + 24 * 3600, wall_elapsed=15.0, factor=1440.0, tz="Europe/London",
+                    rows=[Row("bin-0001", "bin", "mqtt", "running", "fill  42%", "fill 41%", (), 20, 20, 0),
+                          Row("bin-0003", "bin", "serial", "running", "fill  10%", "fill 9% 88C", ("fire",), 9, 8, 1)],
+                    totals=[("reports sent", "29"), ("acked", "28"), ("alarms upstream", "fire 1")],
+                    events=["15:10  alarm  fire raised by bin-0003"])
+    text = render(snap, width=140)
+    lines = text.splitlines()
+    assert "25%" in lines[1] and "x1440" in lines[1] and "BST" in lines[1]  # civil time at the site
+    assert lines.index(next(line for line in lines if "bin-0003" in line)) < \
+        lines.index(next(line for line in lines if "bin-0001" in line))  # devices with alarms first
+    assert "reports sent: 29" in text and "fire raised by bin-0003" in text
+    out = io.StringIO()
+    view = LiveView(out, plain_every_s=0.0)  # not a terminal: progress lines, no escape codes
+    view.update(snap)
+    assert "\x1b" not in out.getvalue() and "reports sent 29" in out.getvalue()
