@@ -59,6 +59,7 @@ TOPIC = "kerbline/v1/bin-0001/up"
 
 def paho_rate(port: int, n: int) -> float:
     import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
 
     done = threading.Event()
     count = [0]
@@ -68,7 +69,7 @@ def paho_rate(port: int, n: int) -> float:
         if count[0] == n:
             done.set()
 
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-paho")
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-paho")
     client.max_inflight_messages_set(1000)
     client.max_queued_messages_set(0)
     client.on_publish = on_publish
@@ -102,7 +103,7 @@ async def aiomqtt_rate(port: int, n: int) -> float:
 async def gmqtt_rate(port: int, n: int) -> float | None:
     """gmqtt has no public PUBACK callback: its PUBACK handler (looked up by name per packet) is wrapped."""
     try:
-        import gmqtt
+        import gmqtt  # type: ignore[import-untyped]
     except ImportError:
         return None
     done = asyncio.Event()

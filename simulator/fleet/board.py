@@ -50,7 +50,7 @@ class _Watchdog:
         """Nothing to do: a fleet device cannot stall without stalling the whole fleet."""
 
 
-class FleetBoard(Board):  # type: ignore[misc]  # the firmware is untyped
+class FleetBoard(Board):
     """One device's board inside the fleet process."""
 
     class Exit(Exception):
@@ -66,7 +66,7 @@ class FleetBoard(Board):  # type: ignore[misc]  # the firmware is untyped
         self._device = server.devices[device_id]
         self._cause = POWER
         self._wake: str | None = None
-        self._wdt = _Watchdog()
+        self._dog = _Watchdog()
         self.ms = 0  # virtual ticks
         self.clock_ms = 0  # simulated unix ms at the current wake, minus self.ms then (set by the fleet)
         self.clock_offset_s: int | None = None  # device clock minus simulated time, once a `time` command set it
@@ -113,7 +113,7 @@ class FleetBoard(Board):  # type: ignore[misc]  # the firmware is untyped
 
     # --- power, resets, memory
     def watchdog(self, timeout_ms: int) -> _Watchdog:
-        return self._wdt
+        return self._dog
 
     def deep_sleep(self, ms: int, wake_pins: list[int]) -> None:
         self._cause = DEEPSLEEP
