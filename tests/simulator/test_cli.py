@@ -103,3 +103,26 @@ def test_live_view_shows_progress_devices_totals_and_events() -> None:
     view = LiveView(out, plain_every_s=0.0)  # not a terminal: progress lines, no escape codes
     view.update(snap)
     assert "\x1b" not in out.getvalue() and "reports sent 29" in out.getvalue()
+
+
+@pytest.mark.timeout(120)
+def test_keep_running_goes_on_until_sigterm_then_reports(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    scenario = tmp_path / "fleet.toml"
+    scenario.write_text(SCENARIO.replace('duration = "3h"', 'duration = "10m"'))
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "simulator.cli", "run", str(scenario), "--mode", "fleet",
+                             "--keep-running", "--plain", "--run-dir", str(run)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (run / "readings.jsonl").exists():
+        time.sleep(0.2)
+    time.sleep(3.0)  # 10 simulated minutes at 600x is 1 s: it is past its scenario's end by now
+    assert proc.poll() is None  # still running past the end
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=90)
+    assert proc.returncode == 1, out[-2000:] + err[-2000:]  # stopped, not completed
+    assert "stopped early" in out and "fleet devices 50:" in out
+    assert (run / "readings.jsonl").stat().st_size > 0
