@@ -224,6 +224,8 @@ class StreetRun:
         for player in (self.street.faults if self.street is not None else None, self.broker_faults):
             if player is not None:
                 await player.finish()
+        if self.fleet is not None:
+            self.fleet.finish_faults()
 
     async def _settle(self, view: LiveView, world: World) -> None:
         """Past the end, the street keeps running without faults for at most `drain_s`, until every device
