@@ -40,7 +40,7 @@ from simulator.devices import provision
 from simulator.devices.faithful import FaithfulDevice, FaithfulStreet
 from simulator.devices.runner import DEFAULT_HEAP
 from simulator.fleet.fleet import Fleet, tune_gc
-from simulator.links.broker import GATEWAY_USER, Broker
+from simulator.links.broker import FLEET_USER, GATEWAY_USER, Broker
 from simulator.links.faults import FaultPlayer, broker_handlers
 from simulator.live import LiveView, Row, Snapshot
 from simulator.scenario import Scenario
@@ -136,7 +136,7 @@ class StreetRun:
                 gateway_password, fleet_password = secrets.token_hex(12), secrets.token_hex(12)
                 self.broker = Broker(self.run_dir / "broker", fleet_user=bool(self.o.shared),
                                      passwords={GATEWAY_USER: gateway_password, **passwords,
-                                                **({"kerbline-fleet": fleet_password} if self.o.shared else {})})
+                                                **({FLEET_USER: fleet_password} if self.o.shared else {})})
                 await asyncio.to_thread(self.broker.start)
                 mqtt = MqttAccess(self.broker.host, self.broker.port, password=gateway_password)
                 self.say(f"broker: mosquitto on {self.broker.host}:{self.broker.port}")
