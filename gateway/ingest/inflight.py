@@ -14,12 +14,12 @@ class InFlight:
         self._idle = asyncio.Event()
         self._idle.set()
 
-    def add(self) -> None:
-        self.count += 1
+    def add(self, n: int = 1) -> None:
+        self.count += n
         self._idle.clear()
 
-    def done(self) -> None:
-        self.count -= 1
+    def done(self, n: int = 1) -> None:
+        self.count -= n
         if not self.count:
             self._idle.set()
 

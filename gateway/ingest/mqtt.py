@@ -2,11 +2,12 @@
 
 The session is persistent (clean start off, a Session Expiry Interval), so while the gateway is down or
 restarting the broker keeps our subscription and queues the reports; a report received but not yet
-committed when the gateway dies was never PUBACKed, and the broker sends it again on the next
-connection (MQTT 5 requires it). Each report is verified in the read callback, then a task commits it
-and PUBACKs it on the connection it came from. A refused message is PUBACKed at once: refusing it is
-final (it is counted and quarantined), and an unacknowledged message would hold one slot of the
-broker's in-flight window for the rest of the connection.
+committed when the gateway dies was never PUBACKed, and the broker sends it again on the next connection
+(MQTT 5 requires it). Each report is verified in the read callback; the reports accepted from one socket
+read go to the spool as one batch (one future), and once that batch is committed their PUBACKs (stored
+and duplicate reports alike) go out together on the connection they came in on. A refused message is
+PUBACKed at once: refusing it is final (it is counted and quarantined), and an unacknowledged message
+would hold one slot of the broker's in-flight window for the rest of the connection.
 
 A report the spool could not store (full of alarms, or its disk failing) is not acknowledged; since the
 broker resends only on a new connection, the connection is dropped `REDELIVER_AFTER_S` later so the
@@ -38,7 +39,7 @@ from gateway.ingest.mqtt5 import ConnectOptions, MqttConnection, MqttError
 from gateway.logging import fields
 from gateway.spool import SubmitResult
 from gateway.upstream import RetryPolicy
-from gateway.verify import Verifier
+from gateway.verify import Received, Verifier
 from gateway.wire import down_topic
 from gateway.wire.identity import TOPIC_ROOT
 
@@ -83,6 +84,10 @@ class MqttIngest:
         self._conn: MqttConnection | None = None
         self._topics: dict[bytes, tuple[str, str, str]] = {}
         self._inflight = InFlight()
+        # the reports accepted so far from the current socket read, and their packet ids
+        self._batch: list[Received] = []
+        self._pids: list[int] = []
+        self._arrival = 0
         self._stopping = False
         self._redeliver = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -123,7 +128,8 @@ class MqttIngest:
         options = ConnectOptions(self.client_id, keepalive_s=c.keepalive_s, session_expiry_s=c.session_expiry_s,
                                  receive_maximum=c.receive_maximum, max_packet=c.max_packet,
                                  username=c.username, password=c.password)
-        conn = await MqttConnection.open(c.host, c.port, options, self._received, ssl_context=self._ssl)
+        conn = await MqttConnection.open(c.host, c.port, options, self._received, on_read_end=self._read_end,
+                                         ssl_context=self._ssl)
         try:
             await conn.subscribe([self.up_filter], qos=1)
             await conn.subscribe([STATE_FILTER], qos=0)
@@ -195,22 +201,38 @@ class MqttIngest:
             if self.on_state is not None and device:
                 self.on_state(device, payload[:16].decode("utf-8", "replace"))
             return
-        arrival = time.time_ns()
+        if not self._batch:
+            self._arrival = time.time_ns()  # a read's reports all arrived at once
         report = self.verifier.check_mqtt(payload, device if leaf == "up" else "", text)
         if report is None:
             if pid and conn is not None:
                 conn.puback(pid)
             return
-        self._inflight.add()
-        self.verifier.store(report, payload, "mqtt", text, arrival, partial(self._stored, pid, conn))
+        self._batch.append((report, payload, text, self._arrival))
+        self._pids.append(pid)
 
-    def _stored(self, pid: int, conn: MqttConnection | None, result: SubmitResult | None) -> None:
-        self._inflight.done()
-        if result is None:
-            self.unacked_failures += 1
-            self._redeliver.set()
-        elif pid and conn is not None:
-            conn.puback(pid)
+    def _read_end(self) -> None:
+        """Hand the reports accepted from this read to the spool, as one batch."""
+        batch = self._batch
+        if not batch:
+            return
+        pids = self._pids
+        self._batch = []
+        self._pids = []
+        self._inflight.add(len(batch))
+        self.verifier.store_many(batch, "mqtt", partial(self._stored, pids, self._conn))
+
+    def _stored(self, pids: list[int], conn: MqttConnection | None, results: list[SubmitResult | None]) -> None:
+        self._inflight.done(len(results))
+        acks = []
+        for pid, result in zip(pids, results):
+            if result is None:
+                self.unacked_failures += 1
+                self._redeliver.set()
+            elif pid:
+                acks.append(pid)
+        if conn is not None:
+            conn.puback_many(acks)
 
     # --- commands -----------------------------------------------------------------------------
 

@@ -4,8 +4,9 @@ Why our own (measured in bench/gateway_e2e.py, figures in docs/gateway.md): the 
 report only after the spool has committed it, at 20,000 reports/s on one core. aiomqtt acknowledges on
 receipt; paho-mqtt can delay the ack (`manual_ack`) but spends ~100 us of Python per message in its
 threaded loop; gmqtt acks on receipt. This layer does only what the ingest needs, per message:
-one slice for the topic, one for the payload, one callback, and a PUBACK that is appended to a write
-buffer flushed once per event-loop turn.
+one slice for the topic, one for the payload, one callback; then one `on_read_end` callback per socket
+read (so the owner can hand everything that read yielded on as one batch), and PUBACKs appended to a
+write buffer flushed once per event-loop turn (`puback_many` packs a batch's in one call).
 
 What it speaks (MQTT 5.0, OASIS standard):
 - CONNECT with clean start off and a Session Expiry Interval, so the broker keeps our subscription and
@@ -209,15 +210,19 @@ class ConnectOptions:
 
 # on_publish(topic bytes, payload bytes, packet id (0 for QoS 0), dup flag)
 PublishHandler = Callable[[bytes, bytes, int, bool], None]
+# on_read_end(): after every PUBLISH of one socket read was passed to on_publish
+ReadEndHandler = Callable[[], None]
 
 
 class MqttConnection(asyncio.Protocol):
     """One MQTT 5 connection. Use `await MqttConnection.open(...)`, then `subscribe`, `publish`,
     `puback`; `closed` resolves (with the reason as an exception or None) when it ends."""
 
-    def __init__(self, options: ConnectOptions, on_publish: PublishHandler) -> None:
+    def __init__(self, options: ConnectOptions, on_publish: PublishHandler,
+                 on_read_end: ReadEndHandler | None = None) -> None:
         self.options = options
         self._on_publish = on_publish
+        self._on_read_end = on_read_end
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self._buf = bytearray()
@@ -241,10 +246,11 @@ class MqttConnection(asyncio.Protocol):
 
     @classmethod
     async def open(cls, host: str, port: int, options: ConnectOptions, on_publish: PublishHandler, *,
-                   ssl_context: ssl.SSLContext | None = None, timeout: float = 10.0) -> MqttConnection:
+                   on_read_end: ReadEndHandler | None = None, ssl_context: ssl.SSLContext | None = None,
+                   timeout: float = 10.0) -> MqttConnection:
         """Connect, send CONNECT and wait for CONNACK; MqttError (or OSError) if that fails."""
         loop = asyncio.get_running_loop()
-        conn = cls(options, on_publish)
+        conn = cls(options, on_publish, on_read_end)
         async with asyncio.timeout(timeout):
             await loop.create_connection(lambda: conn, host, port, ssl=ssl_context,
                                          server_hostname=host if ssl_context is not None else None)
@@ -335,6 +341,11 @@ class MqttConnection(asyncio.Protocol):
         if self._transport is not None:
             self._send(b"\x40\x02" + pid.to_bytes(2, "big"))
 
+    def puback_many(self, pids: list[int]) -> None:
+        """`puback` for each of `pids`, in order, packed in one call (a batch's acknowledgements)."""
+        if self._transport is not None and pids:
+            self._send(struct.pack(f">{len(pids)}I", *[0x40020000 | pid for pid in pids]))
+
     def _new_pid(self) -> int:
         for _ in range(65535):
             self._next_pid = self._next_pid % 65535 + 1
@@ -399,7 +410,14 @@ class MqttConnection(asyncio.Protocol):
 
     # --- receiving ----------------------------------------------------------------------------
 
-    def data_received(self, data: bytes) -> None:  # noqa: C901 - one flat loop is the hot path
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._read(data)
+        finally:
+            if self._on_read_end is not None:
+                self._on_read_end()
+
+    def _read(self, data: bytes) -> None:  # noqa: C901 - one flat loop is the hot path
         if self._buf:
             self._buf += data
             data = self._buf  # type: ignore[assignment]

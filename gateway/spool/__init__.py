@@ -8,9 +8,9 @@ from gateway.spool.committer import SpoolError
 from gateway.spool.config import SpoolConfig
 from gateway.spool.health import Health
 from gateway.spool.records import StoredReport, SubmitResult
-from gateway.spool.spool import GATEWAY_BOOT, Spool, SpoolStats
+from gateway.spool.spool import GATEWAY_BOOT, Spool, SpoolStats, Submission
 from gateway.spool.reads import ReadMode, ReadResult
 from gateway.spool.store import Cursor, DeadLetter
 
 __all__ = ["Cursor", "DeadLetter", "GATEWAY_BOOT", "Health", "ReadMode", "ReadResult", "Spool", "SpoolConfig",
-           "SpoolError", "SpoolStats", "StoredReport", "SubmitResult"]
+           "SpoolError", "SpoolStats", "StoredReport", "Submission", "SubmitResult"]

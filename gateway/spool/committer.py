@@ -1,10 +1,13 @@
 """Group commit: one thread owns the database and turns bursts of submits into single transactions.
 
-The event loop hands reports over through a locked list and gets a future back. The thread takes
-everything waiting (after at most `group_wait_s` since the first of it, or as soon as `group_max` are
-there), writes it in one transaction, COMMITs (one fsync of the WAL under synchronous=FULL) and only
-then resolves the futures, with one call into the loop per group. While the disk is busy with one
-fsync the next group gathers, so under load the groups grow by themselves.
+The event loop hands reports over through a locked list, a batch at a time (all the reports of one
+socket read), with one future per batch. The thread takes every batch waiting (after at most
+`group_wait_s` since the first of them, or as soon as `group_max` reports are there), writes them in one
+transaction, COMMITs (one fsync of the WAL under synchronous=FULL) and only then resolves the futures,
+each with its batch's results in order, with one call into the loop per group. Batches are never split:
+a group takes whole batches up to `group_max` reports, or one batch alone when that batch is larger.
+While the disk is busy with one fsync the next group gathers, so under load the groups grow by
+themselves.
 
 Other database work (batch reads, cursor moves) travels as operations in the same queue and runs in the
 same transactions, before the group's inserts, so it sees only committed reports.
@@ -27,6 +30,8 @@ log = logging.getLogger("gateway.spool")
 
 T = TypeVar("T")
 Operation = Callable[[SpoolStore], Any]
+# reports handed over together, and the future their results (a list, in order) go to
+Batch = tuple[list[Pending], asyncio.Future[list[SubmitResult]]]
 
 
 class SpoolError(RuntimeError):
@@ -42,7 +47,8 @@ class Committer:
         self._loop = loop
         self._on_done = on_done
         self._cond = threading.Condition(threading.Lock())
-        self._submits: list[tuple[Pending, asyncio.Future[SubmitResult]]] = []
+        self._submits: list[Batch] = []
+        self._queued = 0  # reports in `_submits`
         self._first_at = 0.0
         self._ops: list[tuple[Operation, asyncio.Future[Any]]] = []
         self._closing = False
@@ -57,18 +63,21 @@ class Committer:
         assert self.store is not None
         return self.store
 
-    def submit(self, item: Pending, future: asyncio.Future[SubmitResult]) -> None:
+    def submit(self, items: list[Pending], future: asyncio.Future[list[SubmitResult]]) -> None:
+        """Queue a batch; `future` gets its results, in order, once the group holding it is committed."""
         with self._cond:
             if self._closing:
                 raise SpoolError("spool is closed")
-            submits = self._submits
-            if not submits:
+            before = self._queued
+            if not before:
                 self._first_at = time.monotonic()
-            submits.append((item, future))
-            # Wake the thread only when it has something to do: the first report of a group (it waits
+            self._submits.append((items, future))
+            self._queued = before + len(items)
+            # Wake the thread only when it has something to do: the first batch of a group (it waits
             # for work) or a full group (it waits for the group to fill or its time to pass). A wake per
-            # report would have it take the GIL from the event loop once per report for nothing.
-            if len(submits) == 1 or len(submits) == self._config.group_max:
+            # batch would have it take the GIL from the event loop for nothing.
+            group_max = self._config.group_max
+            if not before or before < group_max <= self._queued:
                 self._cond.notify()
 
     def run(self, op: Operation) -> asyncio.Future[Any]:
@@ -117,8 +126,7 @@ class Committer:
         if not self._opened.done():
             self._opened.set_exception(exc)
 
-    def _take(self) -> tuple[list[tuple[Pending, asyncio.Future[SubmitResult]]],
-                             list[tuple[Operation, asyncio.Future[Any]]]]:
+    def _take(self) -> tuple[list[Batch], list[tuple[Operation, asyncio.Future[Any]]]]:
         """Wait for work; gather a group; return it (both empty only when closing with nothing left)."""
         group_max = self._config.group_max
         with self._cond:
@@ -126,20 +134,26 @@ class Committer:
                 self._cond.wait()
             deadline = self._first_at + self._config.group_wait_s
             while (self._submits and not self._ops and not self._closing
-                   and len(self._submits) < group_max):
+                   and self._queued < group_max):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
                 self._cond.wait(remaining)
-            submits = self._submits[:group_max]
-            del self._submits[:group_max]
+            taken = count = 0
+            for items, _ in self._submits:
+                if taken and count + len(items) > group_max:
+                    break
+                taken += 1
+                count += len(items)
+            submits = self._submits[:taken]
+            del self._submits[:taken]
+            self._queued -= count
             if self._submits:
                 self._first_at = time.monotonic()
             ops, self._ops = self._ops, []
         return submits, ops
 
-    def _transaction(self, store: SpoolStore,
-                     submits: list[tuple[Pending, asyncio.Future[SubmitResult]]],
+    def _transaction(self, store: SpoolStore, submits: list[Batch],
                      ops: list[tuple[Operation, asyncio.Future[Any]]]) -> None:
         op_results: list[tuple[bool, Any]] = []
         try:
@@ -151,13 +165,13 @@ class Committer:
                     raise
                 except Exception as exc:  # noqa: BLE001 - a bad operation fails alone
                     op_results.append((False, exc))
-            results = store.insert([item for item, _ in submits]) if submits else []
+            results = store.insert([item for items, _ in submits for item in items]) if submits else []
             store.conn.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback(store, exc)
             error = SpoolError(f"spool commit failed: {exc}")
             self._loop.call_soon_threadsafe(self._fail, [f for _, f in submits] + [f for _, f in ops], error,
-                                            len(submits))
+                                            sum(len(items) for items, _ in submits))
             return
         store.counters.commits += 1
         self.last_error = None
@@ -174,12 +188,15 @@ class Committer:
         except sqlite3.Error as again:
             log.error("spool reload after a failed transaction failed too: %s", again)
 
-    def _resolve(self, submits: list[tuple[Pending, asyncio.Future[SubmitResult]]], results: list[SubmitResult],
+    def _resolve(self, submits: list[Batch], results: list[SubmitResult],
                  ops: list[tuple[Operation, asyncio.Future[Any]]], op_results: list[tuple[bool, Any]],
                  last_id: int) -> None:
-        for (_, future), result in zip(submits, results):
+        start = 0
+        for items, future in submits:
+            end = start + len(items)
             if not future.done():
-                future.set_result(result)
+                future.set_result(results[start:end])
+            start = end
         for (_, future), (ok, value) in zip(ops, op_results):
             if future.done():
                 continue
@@ -187,7 +204,7 @@ class Committer:
                 future.set_result(value)
             else:
                 future.set_exception(value)
-        self._on_done(last_id, len(submits))
+        self._on_done(last_id, start)
 
     def _fail(self, futures: list[asyncio.Future[Any]], error: Exception, submits: int) -> None:
         for future in futures:

@@ -1,9 +1,9 @@
 """The spool as the event loop sees it: durable submit for ingest, cursors and reads for the batcher.
 
-`await spool.submit(report, raw)` returns only after the report's group is committed (fsynced), so
-ingest may acknowledge the device (serial `ack`, MQTT PUBACK) the moment it returns STORED or
-DUPLICATE. A crash before that loses nothing that was acknowledged: the device or the broker still has
-the report and sends it again.
+`await spool.submit(report, raw)` (or `submit_many` for all the reports of one read) returns only after
+the report's group is committed (fsynced), so ingest may acknowledge the device (serial `ack`, MQTT
+PUBACK) the moment it returns STORED or DUPLICATE. A crash before that loses nothing that was
+acknowledged: the device or the broker still has the report and sends it again.
 """
 from __future__ import annotations
 
@@ -20,10 +20,13 @@ from gateway.spool.reads import ReadMode, ReadResult, check_sqlite
 from gateway.spool.store import Counters, Cursor, DeadLetter, Pending, SpoolStore
 from gateway.wire.model import Reading, Report
 
+# (report, raw message, arrival_ns, time_s, time_estimated): a verified report whose time is settled
+Submission = tuple[Report, bytes, int, float, bool]
+
 # Boot number of the reports the gateway makes itself (e.g. `offline` alarms); devices count from 1.
 GATEWAY_BOOT = 0
 
-__all__ = ["Spool", "SpoolError", "SpoolStats", "GATEWAY_BOOT"]
+__all__ = ["Spool", "SpoolError", "SpoolStats", "Submission", "GATEWAY_BOOT"]
 
 
 @dataclass(frozen=True)
@@ -79,14 +82,12 @@ class Spool:
 
     def submit(self, report: Report, raw: bytes, *, arrival_ns: int | None = None,
                time_s: float | None = None, time_estimated: bool = False) -> Awaitable[SubmitResult]:
-        """Store a verified report; the awaitable resolves once it is committed (or raises SpoolError:
-        not stored).
+        """Store one verified report; the awaitable resolves once it is committed (or raises SpoolError:
+        not stored). A batch of one (`submit_many`), queued at the call.
 
         `arrival_ns` is when ingest received it (gateway clock, default now). `time_s`/`time_estimated`
         are the report's time as the time stage settled it; by default the device's `time`, else the
-        arrival time marked as estimated. The report is queued at the call, not at the first await;
-        the awaitable is a plain future unless `max_pending` reports are uncommitted, when it first
-        waits for room (no coroutine or task per report on the hot path).
+        arrival time marked as estimated.
         """
         if arrival_ns is None:
             arrival_ns = time.time_ns()
@@ -95,22 +96,33 @@ class Spool:
                 time_s, time_estimated = float(report.time), False
             else:
                 time_s, time_estimated = arrival_ns / 1e9, True
-        item = _pending(report.device, report.boot, report.seq, report.readings, raw, arrival_ns, time_s,
-                        time_estimated, report.uptime)
-        if self._pending >= self.config.max_pending:
-            return self._submit_when_room(item)
-        return self._enqueue(item)
+        return _only(self.submit_many([(report, raw, arrival_ns, time_s, time_estimated)]))
 
-    async def _submit_when_room(self, item: Pending) -> SubmitResult:
+    def submit_many(self, batch: Sequence[Submission]) -> Awaitable[list[SubmitResult]]:
+        """Store verified reports (a link's whole read); the awaitable resolves to their results, in order,
+        once all of them are committed (in one transaction), or raises SpoolError: none stored.
+
+        The batch is queued at the call, not at the first await, and the awaitable is a plain future
+        (one per batch, no coroutine or task) unless `max_pending` reports are uncommitted, when it first
+        waits for room; a batch admitted just under the bound may pass it by its own size.
+        """
+        items = [_pending(report.device, report.boot, report.seq, report.readings, raw, arrival_ns, time_s,
+                          estimated, report.uptime)
+                 for report, raw, arrival_ns, time_s, estimated in batch]
+        if self._pending >= self.config.max_pending:
+            return self._submit_when_room(items)
+        return self._enqueue(items)
+
+    async def _submit_when_room(self, items: list[Pending]) -> list[SubmitResult]:
         while self._pending >= self.config.max_pending:
             self._room.clear()
             await self._room.wait()
-        return await self._enqueue(item)
+        return await self._enqueue(items)
 
-    def _enqueue(self, item: Pending) -> asyncio.Future[SubmitResult]:
-        future: asyncio.Future[SubmitResult] = asyncio.get_running_loop().create_future()
-        self._require().submit(item, future)
-        self._pending += 1
+    def _enqueue(self, items: list[Pending]) -> asyncio.Future[list[SubmitResult]]:
+        future: asyncio.Future[list[SubmitResult]] = asyncio.get_running_loop().create_future()
+        self._require().submit(items, future)
+        self._pending += len(items)
         return future
 
     async def submit_local(self, device: str, readings: Sequence[Reading], time_s: float) -> int:
@@ -227,3 +239,8 @@ def _pending(device: str, boot: int, seq: int, readings: Sequence[Reading], raw:
     encoded = encode_readings(readings)
     return Pending(device, boot, seq, arrival_ns, round(time_s * 1e6), time_estimated, uptime, has_alarm(readings),
                    len(readings), encoded, raw, len(encoded) + len(raw) + ROW_OVERHEAD)
+
+
+async def _only(batch: Awaitable[list[SubmitResult]]) -> SubmitResult:
+    (result,) = await batch
+    return result

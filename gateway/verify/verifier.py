@@ -5,11 +5,13 @@ on MQTT, registry, MAC in constant time, payload, shape) synchronously, in the l
 A refusal is counted (`kerbline_rejected{reason, link}`), logged with the device it claims to come
 from (rate-limited, see rejections.py) and its raw bytes go to the quarantine.
 
-`store` settles the report's time (gateway.timebase), submits it to the spool and calls back with the
-spool's answer once the group commit is on disk: STORED and DUPLICATE may be acknowledged; None (spool
-full or failing) must not be. Dedup on (device, boot, seq) is the spool's, persisted with the reports in the
-same transaction, so a report resent after a gateway crash is recognised. A duplicate is counted
-under the reason `duplicate` but not quarantined: it is the normal outcome of at-least-once delivery.
+`store_many` settles the time of each report of a batch (gateway.timebase; a batch is what one read of
+the link yielded), submits them to the spool as one batch and calls back once with the spool's answers,
+in order, once the group commit is on disk (`store` is the same for one report): STORED and DUPLICATE
+may be acknowledged; None (spool full or failing) must not be. Dedup on (device, boot, seq) is the
+spool's, persisted with the reports in the same transaction, so a report resent after a gateway crash is
+recognised. A duplicate is counted under the reason `duplicate` but not quarantined: it is the normal
+outcome of at-least-once delivery.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from functools import partial
 from gateway.logging import fields
 from gateway.metrics import Metrics
 from gateway.registry import Registry
-from gateway.spool import Spool, SpoolError, SubmitResult
+from gateway.spool import Spool, SpoolError, Submission, SubmitResult
 from gateway.timebase import Timebase
 from gateway.verify.quarantine import Quarantine
 from gateway.verify.rejections import RejectionLog
@@ -33,6 +35,10 @@ log = logging.getLogger("gateway.verify")
 Observer = Callable[[Report, str, str, float, bool, int], None]
 # done(result): the spool's answer for a report given to `store`; None means not stored (do not ack)
 Done = Callable[[SubmitResult | None], None]
+# done(results): the answers for a batch given to `store_many`, in its order
+BatchDone = Callable[[list[SubmitResult | None]], None]
+# (report, raw message, source, arrival_ns): a verified report as a link hands it over
+Received = tuple[Report, bytes, str, int]
 
 
 class Verifier:
@@ -87,55 +93,71 @@ class Verifier:
         self.quarantine.add(link, source, device, reason.value, rejection.detail, raw)
 
     def store(self, report: Report, raw: bytes, link: str, source: str, arrival_ns: int, done: Done) -> None:
-        """Commit `report`, then call `done(result)`: STORED/DUPLICATE once it is durable, None when it was not
-        stored. On the hot path this is one future and one callback per report, no task."""
-        time_s, estimated = self.timebase.settle(report, arrival_ns)
+        """`store_many` for one report."""
+        self.store_many([(report, raw, source, arrival_ns)], link, partial(_first, done))
+
+    def store_many(self, batch: list[Received], link: str, done: BatchDone) -> None:
+        """Commit the reports of `batch`, then call `done(results)`: STORED/DUPLICATE for each one durable,
+        None for each not stored. On the hot path this is one future and one callback per batch, no task."""
+        settle = self.timebase.settle
+        submissions: list[Submission] = []
+        for report, raw, _, arrival_ns in batch:
+            time_s, estimated = settle(report, arrival_ns)
+            submissions.append((report, raw, arrival_ns, time_s, estimated))
         if self.commit_delay_s:
-            pending: Awaitable[SubmitResult] = self._delayed(report, raw, arrival_ns, time_s, estimated)
+            pending: Awaitable[list[SubmitResult]] = self._delayed(submissions)
         else:
             try:
-                pending = self.spool.submit(report, raw, arrival_ns=arrival_ns, time_s=time_s,
-                                            time_estimated=estimated)
+                pending = self.spool.submit_many(submissions)
             except SpoolError as exc:
-                self._not_stored(report, link, exc)
-                done(None)
+                self._none_stored(submissions, link, exc, done)
                 return
         future = pending if isinstance(pending, asyncio.Future) else asyncio.ensure_future(pending)
-        future.add_done_callback(partial(self._committed, report, link, source, time_s, estimated, arrival_ns, done))
+        future.add_done_callback(partial(self._committed, submissions, batch, link, done))
 
-    async def _delayed(self, report: Report, raw: bytes, arrival_ns: int, time_s: float,
-                       estimated: bool) -> SubmitResult:
+    async def _delayed(self, submissions: list[Submission]) -> list[SubmitResult]:
         await asyncio.sleep(self.commit_delay_s)
-        return await self.spool.submit(report, raw, arrival_ns=arrival_ns, time_s=time_s, time_estimated=estimated)
+        return await self.spool.submit_many(submissions)
+
+    def _none_stored(self, submissions: list[Submission], link: str, exc: BaseException, done: BatchDone) -> None:
+        for submission in submissions:
+            self._not_stored(submission[0], link, exc)
+        done([None] * len(submissions))
 
     def _not_stored(self, report: Report, link: str, exc: BaseException) -> None:
         self.metrics.refused[link] += 1
         log.error("report not stored", extra=fields(device=report.device, boot=report.boot, seq=report.seq,
                                                     link=link, error=str(exc) or type(exc).__name__))
 
-    def _committed(self, report: Report, link: str, source: str, time_s: float, estimated: bool, arrival_ns: int,
-                   done: Done, future: asyncio.Future[SubmitResult]) -> None:
-        if future.cancelled():
-            self._not_stored(report, link, asyncio.CancelledError())
-            done(None)
-            return
-        exc = future.exception()
+    def _committed(self, submissions: list[Submission], batch: list[Received], link: str, done: BatchDone,
+                   future: asyncio.Future[list[SubmitResult]]) -> None:
+        exc = asyncio.CancelledError() if future.cancelled() else future.exception()
         if exc is not None:
-            self._not_stored(report, link, exc)
-            done(None)
+            self._none_stored(submissions, link, exc, done)
             return
-        result: SubmitResult | None = future.result()
+        outcome = self._outcome
+        done([outcome(report, link, source, time_s, estimated, arrival_ns, result)
+              for (report, _, arrival_ns, time_s, estimated), (_, _, source, _), result
+              in zip(submissions, batch, future.result())])
+
+    def _outcome(self, report: Report, link: str, source: str, time_s: float, estimated: bool, arrival_ns: int,
+                 result: SubmitResult) -> SubmitResult | None:
+        """Count (and observe) one committed report; the result to act on (None: do not acknowledge)."""
         if result is SubmitResult.STORED:
             self.metrics.stored[link] += 1
             for observer in self.observers:
                 observer(report, link, source, time_s, estimated, arrival_ns)
-        elif result is SubmitResult.DUPLICATE:
+            return result
+        if result is SubmitResult.DUPLICATE:
             self.metrics.reject(Reason.DUPLICATE, link)
             self.rejections.record(Reason.DUPLICATE.value, report.device, link, source,
                                    f"boot {report.boot} seq {report.seq} already stored", logging.INFO)
-        else:
-            self.metrics.refused[link] += 1
-            log.error("report refused: spool full of alarms", extra=fields(
-                device=report.device, boot=report.boot, seq=report.seq, link=link))
-            result = None
-        done(result)
+            return result
+        self.metrics.refused[link] += 1
+        log.error("report refused: spool full of alarms", extra=fields(
+            device=report.device, boot=report.boot, seq=report.seq, link=link))
+        return None
+
+
+def _first(done: Done, results: list[SubmitResult | None]) -> None:
+    done(results[0])

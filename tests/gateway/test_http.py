@@ -28,6 +28,8 @@ async def test_health_metrics_devices_links_and_token(tmp_path: Path, mosquitto:
             await pub.publish("kerbline/v1/bin-0042/up", sealed_report("bin-0042", 1, 1))
             await pub.publish("kerbline/v1/bin-0042/up", sealed_report("bin-0043", 1, 1))
             await wait_for(lambda: gateway.metrics.received["mqtt"] == 2, 10, "two messages")
+            # the device's report count moves at the commit, after the message was counted as received
+            await wait_for(lambda: gateway.metrics.stored["mqtt"] == 1, 10, "one report committed")
             async with http.get(f"{base}/metrics") as r:
                 text = await r.text()
             assert 'kerbline_rejected_total{link="mqtt",reason="kid_mismatch"} 1.0' in text

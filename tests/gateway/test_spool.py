@@ -101,6 +101,28 @@ async def test_a_commit_takes_at_most_group_max_reports(tmp_path: Path) -> None:
         assert spool.stats().counters.commits >= 10
 
 
+async def test_a_batch_commits_together_and_answers_in_its_order(tmp_path: Path) -> None:
+    batch = [(bin_report("bin-0042", 1, seq), RAW, 1, float(BASE_TIME), False) for seq in (1, 2, 1, 3, 2)]
+    async with Spool(config(tmp_path)) as spool:
+        results = await spool.submit_many(batch)
+        assert spool.stats().counters.commits == 1
+        assert spool.stats().pending == 0
+    assert [r.value for r in results] == ["stored", "stored", "duplicate", "stored", "duplicate"]
+    assert [row[2] for row in stored_rows(tmp_path / "spool.db")] == [1, 2, 3]
+
+
+async def test_a_batch_larger_than_group_max_is_not_split(tmp_path: Path) -> None:
+    async with Spool(config(tmp_path, group_max=4, group_wait_s=0.05)) as spool:
+        big = spool.submit_many([(bin_report("bin-0042", 1, seq), RAW, 1, float(BASE_TIME), False)
+                                 for seq in range(1, 11)])
+        small = [spool.submit_many([(bin_report("bin-0043", 1, seq), RAW, 1, float(BASE_TIME), False)])
+                 for seq in range(1, 4)]
+        assert await big == [SubmitResult.STORED] * 10
+        assert [await s for s in small] == [[SubmitResult.STORED]] * 3
+        commits = spool.stats().counters.commits
+    assert commits == 2  # the batch of 10 alone (over group_max, whole), then the three of one together
+
+
 async def test_submits_wait_when_max_pending_are_uncommitted(tmp_path: Path) -> None:
     highest = 0
     async with Spool(config(tmp_path, max_pending=4)) as spool:
