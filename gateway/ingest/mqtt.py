@@ -128,9 +128,13 @@ class MqttIngest:
         options = ConnectOptions(self.client_id, keepalive_s=c.keepalive_s, session_expiry_s=c.session_expiry_s,
                                  receive_maximum=c.receive_maximum, max_packet=c.max_packet,
                                  username=c.username, password=c.password)
-        conn = await MqttConnection.open(c.host, c.port, options, self._received, on_read_end=self._read_end,
-                                         ssl_context=self._ssl)
+        # The handlers are bound to this connection before it connects: with a stored session the broker
+        # sends queued reports right after CONNACK, and each must be PUBACKed on the connection it came in
+        # on, even before our subscriptions are confirmed (else it holds a slot of the broker's window).
+        conn = MqttConnection(options, lambda *publish: self._received(conn, *publish),
+                              on_read_end=lambda: self._read_end(conn))
         try:
+            await conn.connect(c.host, c.port, ssl_context=self._ssl)
             await conn.subscribe([self.up_filter], qos=1)
             await conn.subscribe([STATE_FILTER], qos=0)
         except BaseException:
@@ -192,11 +196,10 @@ class MqttIngest:
             self._topics[topic] = entry
         return entry
 
-    def _received(self, topic: bytes, payload: bytes, pid: int, dup: bool) -> None:
-        conn = self._conn
+    def _received(self, conn: MqttConnection, topic: bytes, payload: bytes, pid: int, dup: bool) -> None:
         leaf, device, text = self._topic(topic)
         if leaf == "state":
-            if pid and conn is not None:
+            if pid:
                 conn.puback(pid)
             if self.on_state is not None and device:
                 self.on_state(device, payload[:16].decode("utf-8", "replace"))
@@ -205,13 +208,13 @@ class MqttIngest:
             self._arrival = time.time_ns()  # a read's reports all arrived at once
         report = self.verifier.check_mqtt(payload, device if leaf == "up" else "", text)
         if report is None:
-            if pid and conn is not None:
+            if pid:
                 conn.puback(pid)
             return
         self._batch.append((report, payload, text, self._arrival))
         self._pids.append(pid)
 
-    def _read_end(self) -> None:
+    def _read_end(self, conn: MqttConnection) -> None:
         """Hand the reports accepted from this read to the spool, as one batch."""
         batch = self._batch
         if not batch:
@@ -220,9 +223,9 @@ class MqttIngest:
         self._batch = []
         self._pids = []
         self._inflight.add(len(batch))
-        self.verifier.store_many(batch, "mqtt", partial(self._stored, pids, self._conn))
+        self.verifier.store_many(batch, "mqtt", partial(self._stored, pids, conn))
 
-    def _stored(self, pids: list[int], conn: MqttConnection | None, results: list[SubmitResult | None]) -> None:
+    def _stored(self, pids: list[int], conn: MqttConnection, results: list[SubmitResult | None]) -> None:
         self._inflight.done(len(results))
         acks = []
         for pid, result in zip(pids, results):
@@ -231,8 +234,7 @@ class MqttIngest:
                 self._redeliver.set()
             elif pid:
                 acks.append(pid)
-        if conn is not None:
-            conn.puback_many(acks)
+        conn.puback_many(acks)
 
     # --- commands -----------------------------------------------------------------------------
 

@@ -249,24 +249,30 @@ class MqttConnection(asyncio.Protocol):
                    on_read_end: ReadEndHandler | None = None, ssl_context: ssl.SSLContext | None = None,
                    timeout: float = 10.0) -> MqttConnection:
         """Connect, send CONNECT and wait for CONNACK; MqttError (or OSError) if that fails."""
-        loop = asyncio.get_running_loop()
         conn = cls(options, on_publish, on_read_end)
-        async with asyncio.timeout(timeout):
-            await loop.create_connection(lambda: conn, host, port, ssl=ssl_context,
-                                         server_hostname=host if ssl_context is not None else None)
-            conn._send(options.encode())
-            try:
-                session_present, props = await asyncio.shield(conn._connack)
-            except BaseException:
-                conn.abort()
-                raise
-        conn.session_present = session_present
-        conn._room = asyncio.Semaphore(_int(props.get(P_RECEIVE_MAXIMUM), 65535))
-        conn.broker_max_packet = _int(props.get(P_MAXIMUM_PACKET), 1 << 28)
-        conn._keepalive = _int(props.get(P_SERVER_KEEP_ALIVE), options.keepalive_s)
-        if conn._keepalive:
-            conn._ping_task = loop.create_task(conn._keep_alive())
+        await conn.connect(host, port, ssl_context=ssl_context, timeout=timeout)
         return conn
+
+    async def connect(self, host: str, port: int, *, ssl_context: ssl.SSLContext | None = None,
+                      timeout: float = 10.0) -> None:
+        """`open` in two steps, for a caller whose handlers must name this connection: a broker with a
+        stored session sends its queued PUBLISHes right after CONNACK, before `open` could return."""
+        loop = self._loop
+        async with asyncio.timeout(timeout):
+            await loop.create_connection(lambda: self, host, port, ssl=ssl_context,
+                                         server_hostname=host if ssl_context is not None else None)
+            self._send(self.options.encode())
+            try:
+                session_present, props = await asyncio.shield(self._connack)
+            except BaseException:
+                self.abort()
+                raise
+        self.session_present = session_present
+        self._room = asyncio.Semaphore(_int(props.get(P_RECEIVE_MAXIMUM), 65535))
+        self.broker_max_packet = _int(props.get(P_MAXIMUM_PACKET), 1 << 28)
+        self._keepalive = _int(props.get(P_SERVER_KEEP_ALIVE), self.options.keepalive_s)
+        if self._keepalive:
+            self._ping_task = loop.create_task(self._keep_alive())
 
     @property
     def is_open(self) -> bool:

@@ -140,3 +140,28 @@ async def test_two_gateways_on_one_share_group_split_the_fleet(tmp_path: Path, m
     together = per_gateway[0] + per_gateway[1]
     assert sorted(together) == sorted(sent)  # nothing lost, nothing doubled
 
+
+
+async def test_reports_queued_on_the_broker_are_all_acked_after_a_restart(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    """The broker sends a stored session's queued reports right after CONNACK, before the gateway's
+    subscriptions are confirmed; each must still be PUBACKed on its connection, or it holds a slot of the
+    broker's window for good: with a window of 10 and 60 queued, the backlog would stop at 10."""
+    write_registry(tmp_path / "registry.toml")
+    config = make_config(tmp_path, mqtt_port=mosquitto.port)
+    first = Gateway(config)
+    await first.start()
+    assert first.mqtt is not None
+    await asyncio.wait_for(first.mqtt.subscribed.wait(), 10)
+    await first.stop()  # the session stays on the broker, which queues what comes meanwhile
+    pub = await _publisher(mosquitto)
+    for seq in range(1, 61):
+        await pub.publish("kerbline/v1/bin-0042/up", sealed_report("bin-0042", 2, seq))
+    await pub.disconnect()
+    second = Gateway(replace(config, mqtt=replace(config.mqtt, receive_maximum=10)))
+    await second.start()
+    try:
+        await wait_for(lambda: second.metrics.stored["mqtt"] == 60, 15, "all 60 queued reports stored")
+        await wait_for(lambda: len(report_keys(jsonl_readings(tmp_path / "out/readings.jsonl"))) == 60, 10,
+                       "all 60 upstream")
+    finally:
+        await second.stop()
