@@ -25,7 +25,8 @@ from gateway.upstream.sink import Outcome, SendResult, Sink
 log = logging.getLogger("gateway.upstream")
 
 # Upper bounds (seconds) of the arrival-to-upstream latency histogram.
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0)
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.3, 0.35, 0.4, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0,
+                   60.0, 300.0)  # 0.3-0.4: around the budget (the default 0.25 s window + 100 ms)
 
 
 @dataclass
