@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import json
 import math
 import secrets
 import signal
@@ -148,6 +149,11 @@ class StreetRun:
             world = World(self.sc, truth)
             self.clock = clock = world.clock(paced=not self.o.stepped)
             self.wall0 = time.time()
+            # how host time maps to simulated time in this run, for checking its files afterwards
+            (self.run_dir / "run.json").write_text(json.dumps({
+                "scenario": self.sc.name, "seed": self.sc.seed, "sim_start": self.sc.start, "wall_start": self.wall0,
+                "factor": clock.factor, "faithful": [s.id for s in self.faithful_specs],
+                "fleet": [s.id for s in self.fleet_specs]}))
             self.street = FaithfulStreet(world, clock, self.run_dir, self.faithful_specs, broker=self.broker,
                                          heap=self.o.heap, passwords=passwords, keys=keys)
             self.street.faults.on_event = self._fault_event

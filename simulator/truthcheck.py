@@ -15,6 +15,11 @@ tampered with (a `fault.<quantity>` line within the window for the quantity or o
 `DEPENDS`: a wet, stuck sonar reads a stale value until the firmware notices; a failed temperature read
 times the sonar at 20 C) are counted as `excused`, not as matches or mismatches.
 
+A reading whose time the gateway estimated (`time_estimated`: the device's clock was not set, so the
+gateway took the boot's start as the earliest `arrival - uptime` seen so far) may be late by however long
+the report waited on the device, never early: it is compared with every truth value up to its time plus
+the window, and counted in `estimated`.
+
 Alarms: every truth event that should raise one (`fire`, `tilt`, `lamp_fail`) is looked for upstream as an
 `alarm` reading of that kind from that device after the event. It is missing (a failure) only when a
 report the device made late enough to show it (`DETECT_S` after the event) reached upstream without it;
@@ -107,6 +112,7 @@ class CheckResult:
     mismatched: Counter[str] = field(default_factory=Counter)
     excused: Counter[str] = field(default_factory=Counter)
     no_truth: Counter[str] = field(default_factory=Counter)
+    estimated: Counter[str] = field(default_factory=Counter)  # readings whose time the gateway estimated
     examples: list[str] = field(default_factory=list)
     alarms_expected: list[tuple[str, str, float]] = field(default_factory=list)  # device, kind, truth time
     alarms_missing: list[tuple[str, str, float]] = field(default_factory=list)
@@ -120,7 +126,8 @@ class CheckResult:
         out = []
         for q in sorted(set(self.matched) | set(self.mismatched) | set(self.excused) | set(self.no_truth)):
             out.append(f"  {q:<6} {self.matched[q]:>6} match   {self.mismatched[q]:>4} differ   "
-                       f"{self.excused[q]:>4} excused (fault)   {self.no_truth[q]:>4} without truth")
+                       f"{self.excused[q]:>4} excused (fault)   {self.no_truth[q]:>4} without truth   "
+                       f"({self.estimated[q]} with an estimated time)")
         for device, kind, t in self.alarms_expected:
             state = ("NOT upstream" if (device, kind, t) in self.alarms_missing else
                      "no report late enough to show it" if (device, kind, t) in self.alarms_pending else
@@ -157,7 +164,12 @@ def check(truth_path: Path, upstream: Upstream, time_of: Callable[[Mapping[str, 
         t = time_of(r)
         convert, tol_abs, tol_rel = TOLERANCE[name]
         ts, vs = values.get((device, name), ([], []))
-        lo, hi = bisect.bisect_left(ts, t - window_s), bisect.bisect_right(ts, t + window_s)
+        hi = bisect.bisect_right(ts, t + window_s)
+        if r.get("time_estimated"):
+            result.estimated[name] += 1
+            lo = 0  # the gateway's estimate is never earlier than the truth (see the module docstring)
+        else:
+            lo = bisect.bisect_left(ts, t - window_s)
         if lo == hi:
             result.no_truth[name] += 1
             _example(result, f"{device} {name}={r['value']} at sim t={t:.0f}: no truth within {window_s:.0f} s")
