@@ -57,3 +57,39 @@ def test_demo_names_what_is_missing(tmp_path: Path) -> None:
                             cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "missing the MQTT broker /nonexistent/mosquitto" in result.stdout
+
+
+def test_truth_check_catches_a_wrong_value_and_a_missing_alarm(tmp_path: Path) -> None:
+    """The check the demo ends with can fail: a reading off by more than the sensor's resolution, a reading
+    with nothing true near it, and a fire that a later report does not show."""
+    from simulator.truthcheck import Upstream, check
+
+    truth = tmp_path / "truth.jsonl"
+    lines = [{"t": 1000.0, "device": "bin-0001", "quantity": "fill", "value": 0.40},
+             {"t": 1000.0, "device": "bin-0001", "quantity": "temp", "value": 20.0},
+             {"t": 1900.0, "device": "bin-0001", "quantity": "fill", "value": 0.41},
+             {"t": 1950.0, "device": "bin-0001", "quantity": "event", "value": "fire"},
+             {"t": 9000.0, "device": "bin-0001", "quantity": "fill", "value": 0.45}]
+    truth.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+    def reading(seq: int, name: str, value: object, t: float) -> str:
+        return json.dumps({"device": "bin-0001", "boot": 1, "seq": seq, "name": name, "value": value, "time": t,
+                           "time_estimated": False}) + "\n"
+
+    good = tmp_path / "good.jsonl"
+    good.write_text(reading(1, "fill", 40, 1000) + reading(1, "temp", 20.1875, 1000) + reading(2, "fill", 41, 1900)
+                    + reading(3, "fill", 45, 9000) + reading(3, "alarm", "fire", 9000))
+    up = Upstream(good)
+    up.poll()
+    result = check(truth, up, lambda r: float(r["time"]), window_s=600)
+    assert result.ok and sum(result.matched.values()) == 4
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(reading(1, "fill", 40, 1000) + reading(2, "fill", 48, 1900) + reading(3, "fill", 45, 20000)
+                   + reading(4, "fill", 45, 9000))
+    up = Upstream(bad)
+    up.poll()
+    result = check(truth, up, lambda r: float(r["time"]), window_s=600)
+    assert not result.ok
+    assert result.mismatched["fill"] == 1 and result.no_truth["fill"] == 1
+    assert result.alarms_missing == [("bin-0001", "fire", 1950.0)]  # a report from 9000 s has no fire alarm
