@@ -24,10 +24,9 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from gateway.tools.firmware_build import BuiltFile, build
+from gateway.tools.provision import REFERENCE_PINS
 from simulator.scenario import DeviceSpec, Scenario
 
-BIN_PINS = {"trig": 5, "echo": 18, "temp": 4, "batt": 34, "tilt": 26, "lid": 27}
-LIGHT_PINS = {"scl": 22, "sda": 21, "ldr": 35, "relay": 25, "pwm": 33, "volt": 36, "curr": 39}
 MAX_RANGE_MARGIN_MM = 500  # the sonar's max_mm: the bin's bottom plus a margin
 
 
@@ -63,13 +62,13 @@ def device_config(scenario: Scenario, spec: DeviceSpec, key: str, link: Mapping[
                            "sim": {"host": sim_host, "port": sim_port}}
     if spec.kind == "bin":
         b = scenario.bins
-        cfg["pins"] = dict(BIN_PINS)
+        cfg["pins"] = dict(REFERENCE_PINS["bin"])
         cfg["interval"] = max(60, round(b.interval_s))
         cfg["offset_mm"] = round(b.mount_offset_mm)
         cfg["depth_mm"] = round(b.depth_mm)
         cfg["max_mm"] = round(b.mount_offset_mm + b.depth_mm) + MAX_RANGE_MARGIN_MM
     else:
-        cfg["pins"] = dict(LIGHT_PINS)
+        cfg["pins"] = dict(REFERENCE_PINS["light"])
         cfg["report_s"] = max(10, round(scenario.lights.interval_s))
         cfg["tz_min"] = tz_minutes(scenario, spec)
     cfg.update(settings or {})
