@@ -18,7 +18,7 @@ from gateway.wire import Reason
 
 LINKS = ("mqtt", "serial")
 # `*_created` timestamp series double the output and tell an operator nothing here.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometheus-client
 
 
 class _Callback(Collector):

@@ -80,8 +80,8 @@ class Committer:
             if not before or before < group_max <= self._queued:
                 self._cond.notify()
 
-    def run(self, op: Operation) -> asyncio.Future[Any]:
-        future: asyncio.Future[Any] = self._loop.create_future()
+    def run(self, op: Callable[[SpoolStore], T]) -> asyncio.Future[T]:
+        future: asyncio.Future[T] = self._loop.create_future()
         with self._cond:
             if self._closing:
                 raise SpoolError("spool is closed")

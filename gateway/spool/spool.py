@@ -10,15 +10,17 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Any, Awaitable, Sequence
+from typing import Any, Awaitable, Callable, Sequence, TypeVar
 
-from gateway.spool.committer import Committer, Operation, SpoolError
+from gateway.spool.committer import Committer, SpoolError
 from gateway.spool.config import SpoolConfig
 from gateway.spool.health import Health
 from gateway.spool.records import ROW_OVERHEAD, SubmitResult, encode_readings, has_alarm
 from gateway.spool.reads import ReadMode, ReadResult, check_sqlite
 from gateway.spool.store import Counters, Cursor, DeadLetter, Pending, SpoolStore
 from gateway.wire.model import Reading, Report
+
+T = TypeVar("T")
 
 # (report, raw message, arrival_ns, time_s, time_estimated): a verified report whose time is settled
 Submission = tuple[Report, bytes, int, float, bool]
@@ -199,7 +201,7 @@ class Spool:
     async def dead_letters(self, sink: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         return await self._run(lambda store: store.dead_letters(sink, limit))
 
-    async def _run(self, op: Operation) -> Any:
+    async def _run(self, op: Callable[[SpoolStore], T]) -> T:
         return await self._require().run(op)
 
     def _require(self) -> Committer:

@@ -141,7 +141,7 @@ def load_settings(registry: Path, device: Device) -> dict[str, Any]:
 
 def device_config(device: Device, settings: dict[str, Any]) -> dict[str, Any]:
     """The board's /config.json for `device` with `settings`, checked by the firmware's own rules."""
-    from kerbline import config as firmware_config  # type: ignore[import-not-found]  # firmware, untyped
+    from kerbline import config as firmware_config  # the firmware: MicroPython, untyped
 
     raw: dict[str, Any] = {**settings, "id": device.id, "kind": device.kind, "key": device.key.bytes.hex()}
     link = raw.get("link")
