@@ -47,6 +47,20 @@ def test_loss_on_the_wire_stops_the_ack_before_the_lost_frame() -> None:
     assert point.take_ack() == (1, 5)
 
 
+def test_noise_between_rounds_starves_lone_rounds_but_not_the_firmware_s_doubled_ones() -> None:
+    """Noise on the idle line before each round taints it; the firmware sends each resend round twice,
+    back to back (kerbline/links/serial.py), and the second copy follows the first with nothing lost."""
+    point = AckPoint()
+    for _ in range(3):
+        point.loss()  # noise while the line was idle
+        _round(point, [(1, 1), (1, 2)])
+        assert point.take_ack() is None  # a lone round is never trusted
+    point.loss()
+    _round(point, [(1, 1), (1, 2)])
+    _round(point, [(1, 1), (1, 2)])  # the same round again, straight after
+    assert point.take_ack() == (1, 2)
+
+
 def test_a_report_the_spool_refused_is_never_acked_past() -> None:
     point = AckPoint()
     point.loss()

@@ -83,7 +83,8 @@ class SerialLink:
         if not resend and not (len(flight) < WINDOW and len(self._queue) > len(flight)):
             return
         kept = []
-        for boot, seq, _alarm, message in self._queue.peek(WINDOW):
+        window = self._queue.peek(WINDOW)
+        for boot, seq, _alarm, message in window:
             entry = None
             for f in flight:
                 if f[0] == boot and f[1] == seq:
@@ -99,6 +100,13 @@ class SerialLink:
                     self.resent += 1
                     entry[2] = now
                 kept.append(entry)
+        if resend:
+            # the round once more, straight after: its first frame then follows the last one with no
+            # gap for line noise to fall into, so the gateway can trust it as the start of a round
+            # (noise between rounds makes it distrust a lone round; docs/firmware.md, serial link)
+            for entry in window:
+                self._send(entry[3])
+                self.resent += 1
         # a report no longer in the queue (dropped when it was full) leaves the window here
         self._flight = kept
         if resend and not self._all_due and self._level < _MAX_LEVEL:
