@@ -42,7 +42,7 @@ from gateway.logging import fields
 from gateway.registry import Registry
 from gateway.spool import SubmitResult
 from gateway.upstream import RetryPolicy
-from gateway.verify import Verifier
+from gateway.verify import Received, Verifier
 from gateway.wire import Command, FrameDecoder, Rejected, encode_frame, seal_command
 
 log = logging.getLogger("gateway.ingest.serial")
@@ -183,11 +183,16 @@ class SerialPort:
             self._lose("end of file (device gone)")
             return
         self.last_rx = time.time()
+        batch: list[Received] = []
+        settles: list[tuple[str, AckPoint, Entry]] = []
         for item in self._decoder.feed(data):
             if isinstance(item, Rejected):
                 self._framing_error(item)
             else:
-                self._message(item)
+                self._message(item, batch, settles)
+        if batch:  # one commit and one callback for the reports of this read, settled in stream order
+            self._inflight.add(len(batch))
+            self.verifier.store_many(batch, "serial", partial(self._stored, settles))
 
     def _framing_error(self, rejection: Rejected) -> None:
         self.framing_errors += 1
@@ -196,7 +201,7 @@ class SerialPort:
         self.verifier.metrics.reject(rejection.reason, "serial")
         self.verifier.rejections.record(rejection.reason.value, self.device, "serial", self.source, rejection.detail)
 
-    def _message(self, message: bytes) -> None:
+    def _message(self, message: bytes, batch: list[Received], settles: list[tuple[str, AckPoint, Entry]]) -> None:
         self.frames += 1
         arrival = time.time_ns()
         report = self.verifier.check_serial(message, self.source)
@@ -220,9 +225,8 @@ class SerialPort:
             if time.monotonic() - self._timed[device] >= self.config.time_resend_s:
                 self._send_time(device)
         point = self._point(device)
-        entry = point.frame((report.boot, report.seq))
-        self._inflight.add()
-        self.verifier.store(report, message, "serial", self.source, arrival, partial(self._stored, device, point, entry))
+        settles.append((device, point, point.frame((report.boot, report.seq))))
+        batch.append((report, message, self.source, arrival))
 
     def _point(self, device: str) -> AckPoint:
         point = self._acks.get(device)
@@ -231,12 +235,13 @@ class SerialPort:
             point.loss()  # first sight: untrusted until the device's next round
         return point
 
-    def _stored(self, device: str, point: AckPoint, entry: Entry, result: SubmitResult | None) -> None:
-        self._inflight.done()
-        point.settle(entry, result is not None)
-        if point.want_ack and device not in self._ack_due:
-            self._ack_due.add(device)
-            asyncio.get_running_loop().call_soon(self._send_ack, device)
+    def _stored(self, settles: list[tuple[str, AckPoint, Entry]], results: list[SubmitResult | None]) -> None:
+        self._inflight.done(len(results))
+        for (device, point, entry), result in zip(settles, results):
+            point.settle(entry, result is not None)
+            if point.want_ack and device not in self._ack_due:
+                self._ack_due.add(device)
+                asyncio.get_running_loop().call_soon(self._send_ack, device)
 
     # --- writing ------------------------------------------------------------------------------
 

@@ -1,0 +1,181 @@
+"""Serial ingest at full line rate: 64 devices, each a pseudo-terminal fed at 115200 baud, into one gateway.
+
+Budget (architecture): 64 serial devices at full line rate on one gateway under 30% of one core. Each
+device's pty gets sealed bin reports framed as on the wire (about 90 bytes per frame, so about 128
+frames/s at 115200 baud 8N1), paced every 100 ms; the gateway (`python -m gateway run`, the JSON Lines
+sink) opens the other ends with pyserial, verifies, commits, acks. The figure is the gateway process's
+CPU time over the feeding window divided by the window, against a baseline in the same run: a bare
+reader that only splits the same 64 streams at 0x00.
+
+    PYTHONPATH=. .venv/bin/python bench/gateway_serial.py [--devices 64] [--seconds 20]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import select
+import subprocess
+import sys
+import tempfile
+import time
+import tty
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from kerbline.wire import cose, frame, report  # noqa: E402
+from tests.gateway.rig import config_text, fleet_key  # noqa: E402
+from tests.harness.mosquitto import free_port  # noqa: E402
+
+BAUD = 115_200
+BYTES_PER_S = BAUD // 10  # 8N1: ten bits a byte
+TICK_S = 0.1
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def make_frames(device: str, count: int) -> list[bytes]:
+    sealer = cose.Sealer(device, bytes.fromhex(fleet_key(device)))
+    now = int(time.time())
+    return [frame.encode(sealer.seal(report.encode(1, seq, [("fill", seq % 100), ("dist", 900), ("temp", 21.5),
+                                                            ("batt", 3700)], now)))
+            for seq in range(1, count + 1)]
+
+
+def open_ptys(n: int) -> list[tuple[int, str]]:
+    pairs = []
+    for _ in range(n):
+        master, slave = os.openpty()
+        tty.setraw(slave)
+        path = os.ttyname(slave)
+        os.close(slave)
+        os.set_blocking(master, False)
+        pairs.append((master, path))
+    return pairs
+
+
+def feed(masters: list[int], streams: list[list[bytes]], seconds: float, on_tick=None) -> int:
+    """Write each stream at line rate for `seconds`; read (and drop) what comes back; bytes written."""
+    per_tick = int(BYTES_PER_S * TICK_S)
+    pending = [b"".join(s) for s in streams]
+    offsets = [0] * len(masters)
+    written = 0
+    start = time.monotonic()
+    tick = 0
+    while time.monotonic() - start < seconds:
+        tick += 1
+        for i, fd in enumerate(masters):
+            chunk = pending[i][offsets[i]: offsets[i] + per_tick]
+            if chunk:
+                try:
+                    n = os.write(fd, chunk)
+                except BlockingIOError:
+                    n = 0
+                offsets[i] += n
+                written += n
+        readable, _, _ = select.select(masters, [], [], 0)
+        for fd in readable:
+            try:
+                os.read(fd, 65536)
+            except OSError:
+                pass
+        if on_tick is not None:
+            on_tick()
+        time.sleep(max(0.0, start + tick * TICK_S - time.monotonic()))
+    return written
+
+
+def baseline(pairs: list[tuple[int, str]], streams: list[list[bytes]], seconds: float) -> tuple[float, int]:
+    """A bare reader process splitting the same streams at 0x00: its CPU share and the frames it saw."""
+    code = ("import os,sys,time,select\n"
+            "fds=[os.open(p, os.O_RDWR|os.O_NOCTTY|os.O_NONBLOCK) for p in sys.argv[2:]]\n"
+            "end=time.monotonic()+float(sys.argv[1]); frames=0; bufs={f: b'' for f in fds}\n"
+            "while time.monotonic()<end:\n"
+            "    r,_,_=select.select(fds,[],[],0.05)\n"
+            "    for f in r:\n"
+            "        parts=(bufs[f]+os.read(f,65536)).split(b'\\0'); bufs[f]=parts.pop(); frames+=len(parts)\n"
+            "print(frames)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(seconds + 1.0), *[p for _, p in pairs]],
+                            stdout=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    before = cpu_seconds(proc.pid)
+    t0 = time.monotonic()
+    feed([m for m, _ in pairs], streams, seconds)
+    used = cpu_seconds(proc.pid) - before
+    share = used / (time.monotonic() - t0)
+    out, _ = proc.communicate(timeout=30)
+    return share, int(out.strip() or 0)
+
+
+def stored_serial(port: int) -> int:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    match = re.search(r'^kerbline_reports_stored_total\{link="serial"\} (\S+)$', text, re.M)
+    return int(float(match.group(1))) if match else 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--devices", type=int, default=64)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    args = parser.parse_args()
+    devices = [f"bin-{i:04d}" for i in range(1, args.devices + 1)]
+    frames_needed = int(args.seconds * BYTES_PER_S / 90) + 50
+    t0 = time.monotonic()
+    streams = [make_frames(d, frames_needed) for d in devices]
+    frame_len = sum(len(f) for f in streams[0]) / len(streams[0])
+    print(f"gateway serial: {args.devices} devices at {BAUD} baud ({BYTES_PER_S / frame_len:.0f} frames/s each,"
+          f" {frame_len:.0f}-byte frames), {args.seconds:.0f} s; load built in {time.monotonic() - t0:.1f} s")
+
+    pairs = open_ptys(args.devices)
+    base_share, base_frames = baseline(pairs, streams, args.seconds)
+    print(f"  baseline (bare reader splitting at 0x00): {base_share * 100:.1f}% of one core, {base_frames} frames")
+
+    pairs = open_ptys(args.devices)  # fresh lines for the gateway
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        (work / "registry.toml").write_text("".join(
+            f'[devices.{d}]\nkind = "bin"\nkey = "{fleet_key(d)}"\n' for d in devices))
+        http_port = free_port()
+        (work / "gateway.toml").write_text(config_text(work, serial=[p for _, p in pairs], http_port=http_port))
+        log = (work / "gateway.log").open("wb")
+        proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", "--config", str(work / "gateway.toml")],
+                                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        try:
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    stored_serial(http_port)
+                    break
+                except OSError:
+                    if time.monotonic() > deadline or proc.poll() is not None:
+                        raise SystemExit("gateway did not start:\n" + (work / "gateway.log").read_text()[-2000:])
+                    time.sleep(0.2)
+            time.sleep(1.0)  # the ports open
+            before = cpu_seconds(proc.pid)
+            t_start = time.monotonic()
+            written = feed([m for m, _ in pairs], streams, args.seconds)
+            used = cpu_seconds(proc.pid) - before
+            window = time.monotonic() - t_start
+            time.sleep(2.0)
+            stored = stored_serial(http_port)
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    share = used / window
+    sent_frames = written / frame_len
+    print(f"  GATEWAY: {share * 100:.1f}% of one core for {sent_frames / window:,.0f} frames/s offered "
+          f"({written / window / args.devices:,.0f} bytes/s per line), {stored:,} reports stored "
+          f"({stored / sent_frames * 100:.0f}% of those sent)")
+    print(f"  gateway / baseline CPU = {share / base_share:.1f}")
+    print(f"  budget: {args.devices} devices at full line rate under 30% of one core: "
+          f"{'met' if share < 0.30 and args.devices >= 64 else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()
