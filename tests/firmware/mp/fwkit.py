@@ -1,6 +1,7 @@
 """Test kit for the firmware tests under MicroPython (compiled with the other test programs, see mp_lib).
 
 - `config(kind, **settings)`: a valid raw config (a fake test key from tests/vectors/devices.json)
+- `cfg_for(kind, **settings)`: the same, checked and filled in by the firmware's own `config.check`
 - `run_cases(cases, folder, file_cases)`: run case functions, print "ok NAME" / "FAIL NAME: why", exit 1
   if any failed
 - `Tap`: the in-test stand-in for a link (kerbline.links.*): once reports are waiting it hands its
@@ -30,6 +31,12 @@ def config(kind, **settings):
            "pins": dict(PINS[kind])}
     cfg.update(settings)
     return cfg
+
+
+def cfg_for(kind, **settings):
+    from kerbline import config as firmware_config  # imported here: not every test program needs it
+
+    return firmware_config.check(config(kind, **settings))
 
 
 def run_cases(cases, folder, file_cases=()):

@@ -8,13 +8,9 @@ Usage: state_cases.py DIR (a scratch folder for the file cases)
 import sys
 
 from fwkit import config as raw_config
-from fwkit import run_cases
+from fwkit import cfg_for, run_cases
 
 from kerbline import config
-
-
-def cfg_for(kind, **settings):
-    return config.check(raw_config(kind, **settings))
 
 
 def expect_error(raw, words):
