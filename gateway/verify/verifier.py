@@ -7,7 +7,7 @@ from (rate-limited, see rejections.py) and its raw bytes go to the quarantine.
 
 `store_many` settles the time of each report of a batch (gateway.timebase; a batch is what one read of
 the link yielded), submits them to the spool as one batch and calls back once with the spool's answers,
-in order, once the group commit is on disk (`store` is the same for one report): STORED and DUPLICATE
+in order, once the group commit is on disk: STORED and DUPLICATE
 may be acknowledged; None (spool full or failing) must not be. Dedup on (device, boot, seq) is the
 spool's, persisted with the reports in the same transaction, so a report resent after a gateway crash is
 recognised. A duplicate is counted under the reason `duplicate` but not quarantined: it is the normal
@@ -33,8 +33,6 @@ log = logging.getLogger("gateway.verify")
 
 # observer(report, link, source, time_s, time_estimated, arrival_ns): called for every stored report
 Observer = Callable[[Report, str, str, float, bool, int], None]
-# done(result): the spool's answer for a report given to `store`; None means not stored (do not ack)
-Done = Callable[[SubmitResult | None], None]
 # done(results): the answers for a batch given to `store_many`, in its order
 BatchDone = Callable[[list[SubmitResult | None]], None]
 # (report, raw message, source, arrival_ns): a verified report as a link hands it over
@@ -91,10 +89,6 @@ class Verifier:
         self.metrics.reject(reason, link)
         self.rejections.record(reason.value, device, link, source, rejection.detail)
         self.quarantine.add(link, source, device, reason.value, rejection.detail, raw)
-
-    def store(self, report: Report, raw: bytes, link: str, source: str, arrival_ns: int, done: Done) -> None:
-        """`store_many` for one report."""
-        self.store_many([(report, raw, source, arrival_ns)], link, partial(_first, done))
 
     def store_many(self, batch: list[Received], link: str, done: BatchDone) -> None:
         """Commit the reports of `batch`, then call `done(results)`: STORED/DUPLICATE for each one durable,
@@ -158,6 +152,3 @@ class Verifier:
             device=report.device, boot=report.boot, seq=report.seq, link=link))
         return None
 
-
-def _first(done: Done, results: list[SubmitResult | None]) -> None:
-    done(results[0])
