@@ -14,6 +14,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 FIRMWARE_DIR = Path(__file__).resolve().parents[2] / "firmware"
 SOURCE_ONLY = frozenset({"boot.py", "main.py"})
@@ -91,6 +92,38 @@ def build(out_dir: Path, source_dir: Path = FIRMWARE_DIR, mpy_cross: str | None 
                     raise BuildError(f"mpy-cross rejected {relative}: {result.stderr.strip() or result.stdout.strip()}")
         built.append(BuiltFile(target.relative_to(out_dir).as_posix(), target, _sha256(target), target.stat().st_size))
     return built
+
+
+def romfs_image(files: list[BuiltFile]) -> bytes:
+    """A ROMFS image (mpremote's format) of the built set's `.mpy` modules, for a board's ROM partition.
+
+    On a board whose MicroPython has a ROMFS partition (MICROPY_VFS_ROM) the image is mounted at /rom and
+    its bytecode runs in place, in flash: the heap then holds only what the code makes, not the code.
+    `boot.py` and `main.py` are not in it: MicroPython runs those two from the writable filesystem.
+    """
+    from mpremote.romfs import VfsRomWriter  # the technician's tool that also deploys the image
+
+    tree: dict[str, Any] = {}
+    for f in files:
+        if f.board_path.endswith(".mpy"):
+            *folders, name = f.board_path.split("/")
+            node = tree
+            for folder in folders:
+                node = node.setdefault(folder, {})
+            node[name] = f.local_path.read_bytes()
+    writer = VfsRomWriter()
+
+    def add(node: dict[str, Any]) -> None:
+        for name, entry in sorted(node.items()):
+            if isinstance(entry, dict):
+                writer.opendir(name)
+                add(entry)
+                writer.closedir()
+            else:
+                writer.mkfile(name, entry)
+
+    add(tree)
+    return bytes(writer.finalise())
 
 
 def mpy_size(files: list[BuiltFile]) -> int:

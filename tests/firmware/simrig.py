@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.tools.firmware_build import SOURCE_ONLY, build, romfs_image
 from gateway.wire.reasons import Rejected
 from gateway.wire.messages import decode_serial_report
 from gateway.wire.model import Report
@@ -56,6 +57,9 @@ class SimRig:
     # False: a plain folder, the VM's cwd (the firmware's paths are relative to it), without the
     # wrapper's heap cost (about 5 KB on the 64-bit unix port): for measuring the firmware's own need.
     rooted: bool = True
+    # True: the `kerbline` package goes into a ROMFS image mounted at /rom (a board's ROM partition, its
+    # bytecode run in place) and only boot.py, main.py and the config onto the flash; the heap stays `heap`.
+    rom: bool = False
     ack: bool = True
     reports: list[Report] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)
@@ -80,7 +84,15 @@ class SimRig:
 
     def flash(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(self.firmware, self.root, dirs_exist_ok=True)
+        if self.rom:
+            built = build(self.firmware)
+            for name in SOURCE_ONLY:
+                shutil.copyfile(self.firmware / name, self.root / name)
+            self.rom_image: Path | None = self.root.with_name(self.root.name + ".romfs")
+            self.rom_image.write_bytes(romfs_image(built))
+        else:
+            shutil.copytree(self.firmware, self.root, dirs_exist_ok=True)
+            self.rom_image = None
         (self.root / "config.json").write_text(json.dumps(self.config))
 
     async def close(self) -> None:
@@ -120,9 +132,11 @@ class SimRig:
         `program` replaces boot.py + main.py, e.g. what a technician types at the REPL.
         """
         if self.rooted:
-            launch = prepare_micropython(program, heap=self.heap, vfs_root=self.root, firmware=None)
+            launch = prepare_micropython(program, heap=self.heap, vfs_root=self.root, firmware=None,
+                                         rom=self.rom_image)
         else:
-            launch = prepare_micropython(program, heap=self.heap, firmware=self.root, cwd=self.root)
+            launch = prepare_micropython(program, heap=self.heap, firmware=self.root, cwd=self.root,
+                                         rom=self.rom_image)
         try:
             proc = await asyncio.create_subprocess_exec(*launch.argv, env=launch.env, cwd=launch.cwd,
                                                         start_new_session=True,

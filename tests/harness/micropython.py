@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import IO, Mapping, Sequence
 
 from gateway.tools.firmware_build import micropython_path
+from simulator.devices.rom import VM_SIDE as ROM_VM_SIDE, rom_heap
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FIRMWARE_DIR = REPO_ROOT / "firmware"
@@ -61,6 +62,16 @@ def compiled_firmware() -> Path:
     out = Path(tempfile.mkdtemp(prefix="kerbline-firmware-mpy-"))
     build(out, FIRMWARE_DIR, for_board=False)
     return out
+
+
+@functools.lru_cache(maxsize=None)
+def compiled_rom() -> Path:
+    """`compiled_firmware()` as a ROMFS image (`rom=`): the package's bytecode runs in place, not on the heap."""
+    from gateway.tools.firmware_build import build, romfs_image
+
+    image = compiled_firmware().with_suffix(".romfs")
+    image.write_bytes(romfs_image(build(compiled_firmware(), FIRMWARE_DIR, for_board=False)))
+    return image
 
 
 def _firmware_path(firmware: str | os.PathLike[str] | None) -> str:
@@ -108,11 +119,14 @@ def prepare_micropython(
     args: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
     cwd: str | os.PathLike[str] | None = None,
+    rom: str | os.PathLike[str] | None = None,
 ) -> Launch:
     """Build the command line for one VM.
 
     `script` is program text when it is a `str`, a file when it is a path (`pathlib.Path`).
     `args` become `sys.argv[1:]`; `env` is added to this process's environment.
+    `rom`: a ROMFS image (`firmware_build.romfs_image`) mounted at /rom as a board's ROM partition; the
+    program still gets exactly the usable heap of `heap` (simulator/devices/rom.py says how).
     """
     workdir = Path(tempfile.mkdtemp(prefix="kerbline-mpy-"))
     if isinstance(script, str):
@@ -126,9 +140,14 @@ def prepare_micropython(
     if root and not Path(root).is_dir():
         raise NotADirectoryError(f"vfs_root {root} is not a directory")
     fw = _firmware_path(firmware)
+    rom_arg, app_heap = "", ""
+    if rom is not None:
+        heap, usable = rom_heap(heap, Path(rom))
+        rom_arg, app_heap = f"{Path(rom).resolve()},{ROM_VM_SIDE}", str(usable)
     argv = [str(micropython_binary()), "-X", f"heapsize={heap}", str(PRELUDE)]
     argv += [_check_arg(v, what) for v, what in
-             ((str(script_path), "script path"), (name, "script name"), (root, "vfs_root"), (fw, "firmware"))]
+             ((str(script_path), "script path"), (name, "script name"), (root, "vfs_root"), (fw, "firmware"),
+              (rom_arg, "rom"), (app_heap, "app heap"))]
     argv += [_check_arg(a, "argument") for a in args]
     return Launch(argv=argv, env={**os.environ, **(env or {})},
                   cwd=str(cwd) if cwd is not None else None, workdir=workdir)
@@ -185,10 +204,11 @@ def run_micropython(
     *,
     firmware: str | os.PathLike[str] | None = COMPILED,
     cwd: str | os.PathLike[str] | None = None,
+    rom: str | os.PathLike[str] | None = None,
 ) -> MicroPythonResult:
     """Run `script` to completion (or until `timeout` seconds, then kill it) and return what it did."""
     launch = prepare_micropython(script, heap=heap, vfs_root=vfs_root, firmware=firmware, args=args,
-                                 env=env, cwd=cwd)
+                                 env=env, cwd=cwd, rom=rom)
     data = stdin.encode() if isinstance(stdin, str) else stdin
     try:
         proc = subprocess.Popen(launch.argv, env=launch.env, cwd=launch.cwd, start_new_session=True,
@@ -286,10 +306,11 @@ def start_micropython(
     *,
     firmware: str | os.PathLike[str] | None = COMPILED,
     cwd: str | os.PathLike[str] | None = None,
+    rom: str | os.PathLike[str] | None = None,
 ) -> MicroPythonProcess:
     """Start `script` and return at once; see `MicroPythonProcess`."""
     launch = prepare_micropython(script, heap=heap, vfs_root=vfs_root, firmware=firmware, args=args,
-                                 env=env, cwd=cwd)
+                                 env=env, cwd=cwd, rom=rom)
     stderr_file = (launch.workdir / "stderr.log").open("wb")
     popen = subprocess.Popen(launch.argv, env=launch.env, cwd=launch.cwd, start_new_session=True,
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr_file)
