@@ -5,8 +5,9 @@ read and output, and to a gateway stand-in over a real pty with the contract's f
 serial link, acks and commands). Every report is checked with the gateway's decoder. Also: safe mode on
 a missing or invalid config, crash log and safe mode after a crash loop, the skip pin, the watchdog.
 
-Heap: SIM_HEAP (the simulator's faithful devices use the same); docs/firmware.md ("Memory") says why the
-64-bit unix port needs about twice an ESP32's heap and gives the measured figures.
+Heap: SIM_HEAP, the 64 KB budget, with the firmware deployed as on a board: the package in a ROMFS image
+(its bytecode runs in place), boot.py, main.py and the config on the flash, which is the VM's cwd.
+docs/firmware.md ("Memory") gives the measured figures.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from gateway.tools.firmware_build import build
 from simulator.devices.sensor_server import BenchHardware
 from tests.firmware.simrig import KEYS, SimRig
 
-SIM_HEAP = "128k"
+SIM_HEAP = "64k"
 BIN_PINS = {"trig": 5, "echo": 18, "temp": 4, "batt": 34, "tilt": 27, "lid": 26}
 BIN: dict[str, Any] = {"id": "bin-0042", "kind": "bin", "key": KEYS["bin-0042"], "wake_s": 5, "pins": BIN_PINS}
 LIGHT: dict[str, Any] = {"id": "lamp-0117", "kind": "light", "key": KEYS["lamp-0117"], "sample_s": 1, "report_s": 600,
@@ -41,7 +42,7 @@ async def make_rig(tmp_path: Path, firmware: Path) -> AsyncIterator[Callable[...
 
     async def make(config: dict[str, Any], hardware: BenchHardware | None = None) -> SimRig:
         rig = SimRig(tmp_path / f"dev{len(rigs)}", firmware, json.loads(json.dumps(config)),
-                     hardware or BenchHardware(time_scale=0.001), heap=SIM_HEAP)
+                     hardware or BenchHardware(time_scale=0.001), heap=SIM_HEAP, rooted=False, rom=True)
         await rig.start()
         rigs.append(rig)
         return rig

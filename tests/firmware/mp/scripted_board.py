@@ -8,11 +8,14 @@ A script channel is a list of values read one per call; its last value repeats o
 used. A value that is an exception instance is raised instead of returned (an I2C NACK is
 `OSError(5)`). Set channels as attributes: `echo` (us or None), `i2c` (bytes read), `i2c_fail` (how many
 next bus operations fail with a NACK), `adc[pin]`, `temp[pin]`, `pins[pin]`, `uart_rx[id]` (a UART sensor's answers, one per write).
-Outputs land in `relay` (and in order in `switched`), `pwm`, `i2c_writes` and each port's `tx` (`ports[id]`).
+Outputs land in `relay` (and in order in `switched`), `pwm`, `i2c_writes` (the last I2C_LOG) and each port's `tx`
+(`ports[id]`).
 deep_sleep() and reset() raise `Slept` / `Reset`, and sleep_ms raises `TimeUp` once `now` reaches
 `until` (all BaseException, like SystemExit, so the app's error handling lets them through).
 """
 from kerbline.board import DEEPSLEEP, POWER, SOFT
+
+I2C_LOG = 16
 
 
 class Slept(BaseException):
@@ -134,6 +137,8 @@ class Board:
 
     def i2c_write(self, addr, data):
         self._bus()
+        if len(self.i2c_writes) == I2C_LOG:  # bounded: a day of a light's samples must fit its heap
+            self.i2c_writes.pop(0)
         self.i2c_writes.append((addr, bytes(data)))
 
     def i2c_read(self, addr, n):
