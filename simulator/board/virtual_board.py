@@ -5,7 +5,9 @@
         board.power_cycle()
 
 `flash_dir` is the board's whole filesystem: what code on the board writes to "/x" lands in
-`flash_dir/x`, and boot.py / main.py are read from there at every reset. One thread runs the event loop
+`flash_dir/x`, and boot.py / main.py are read from there at every reset. `rom_partition`, when given, is
+a ROMFS-enabled build's ROM partition (a host file, created erased at `ROM_PARTITION_BYTES`): mounted at
+/rom when it holds an image, written by `mpremote romfs deploy` through `vfs.rom_ioctl`, kept across resets. One thread runs the event loop
 (pty, VM pipes); the public methods may be called from any thread. The protocol itself is `repl.py`,
 the VM process `vm.py`, the serial port `pty_port.py`.
 """
@@ -28,6 +30,7 @@ from simulator.board.vm import MicroPythonVM
 log = logging.getLogger(__name__)
 
 DEFAULT_HEAP = "128k"
+ROM_PARTITION_BYTES = 64 * 1024  # room for the firmware's image (48 KB budget) in 4 KB flash sectors
 UNPLUGGED_RECHECK_MS = 50  # how often to look for a tool opening the port while nobody has it open
 
 
@@ -35,10 +38,14 @@ class VirtualBoard:
     """One virtual board; `start()` powers it on, `port` is the path tools open as a serial port."""
 
     def __init__(self, flash_dir: str | os.PathLike[str], heap: str | int = DEFAULT_HEAP,
-                 micropython: str | os.PathLike[str] | None = None, max_code: int = MAX_CODE) -> None:
+                 micropython: str | os.PathLike[str] | None = None, max_code: int = MAX_CODE,
+                 rom_partition: str | os.PathLike[str] | None = None) -> None:
         self.flash_dir = Path(flash_dir).resolve()
         if not self.flash_dir.is_dir():
             raise NotADirectoryError(f"flash directory {self.flash_dir} does not exist")
+        self.rom_partition = Path(rom_partition).resolve() if rom_partition is not None else None
+        if self.rom_partition is not None and not self.rom_partition.exists():
+            self.rom_partition.write_bytes(b"\xff" * ROM_PARTITION_BYTES)
         self.heap = str(heap)
         self.micropython = Path(micropython) if micropython else micropython_path()
         self.max_code = max_code
@@ -142,7 +149,7 @@ class VirtualBoard:
 
     def _spawn(self, reset_cause: int) -> MicroPythonVM:
         self._boot_count += 1
-        return MicroPythonVM(self.flash_dir, self.heap, reset_cause, self.micropython, RX_LIMIT)
+        return MicroPythonVM(self.flash_dir, self.heap, reset_cause, self.micropython, RX_LIMIT, self.rom_partition)
 
     def _note_phase(self, phase: Phase) -> None:
         with self._phase_changed:

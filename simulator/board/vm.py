@@ -28,6 +28,7 @@ import termios
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from simulator.devices.rom import VM_SIDE as ROM_VM_SIDE, rom_heap
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ class MicroPythonVM:
     """
 
     def __init__(self, flash_dir: Path, heap: str, reset_cause: int, micropython: Path,
-                 input_limit: int) -> None:
+                 input_limit: int, rom: Path | None = None) -> None:
         self.input_limit = input_limit
         # The board keeps the read end too, to take back unread input; it stays blocking (the flag would
         # be shared with the process) and is read only for what FIONREAD says is there.
@@ -121,12 +122,16 @@ class MicroPythonVM:
             "VBOARD_CTL_FD": str(ctl_w),
             "VBOARD_ROOT": str(flash_dir),
             "VBOARD_RESET_CAUSE": str(reset_cause),
-            "MICROPYPATH": str(DRIVER_DIR),
+            "MICROPYPATH": f"{DRIVER_DIR}:{ROM_VM_SIDE.parent}",
         })
+        heapsize: str | int = heap
+        if rom is not None:  # the partition on top of the board's heap (simulator/devices/rom.py)
+            heapsize, app_heap = rom_heap(heap, rom)
+            env.update({"VBOARD_ROM": str(rom), "VBOARD_APP_HEAP": str(app_heap)})
         try:
             # Own session: a Ctrl-C typed at the terminal that runs the board must not reach the VM.
             self.process = subprocess.Popen(
-                [str(micropython), "-X", f"heapsize={heap}", str(DRIVER)],
+                [str(micropython), "-X", f"heapsize={heapsize}", str(DRIVER)],
                 stdin=self._stdin_r, stdout=out_w, stderr=out_w, pass_fds=(code_r, ctl_w),
                 env=env, cwd=str(flash_dir), start_new_session=True)
         except BaseException:

@@ -39,6 +39,6 @@ def usable_heap(heap: str | int) -> int:
 
 def rom_heap(heap: str | int, image: Path) -> tuple[int, int]:
     """(the `-X heapsize` to start the VM with, the usable heap `rom_partition.mount` leaves the program)."""
-    blocks = -(-image.stat().st_size // GC_BLOCK) + 4  # the image, the VfsRom object, the mount entry
+    blocks = -(-image.stat().st_size // GC_BLOCK) + 4  # the partition, the VfsRom object, the mount entry
     extra = int(blocks * GC_BLOCK * (1 + GC_OVERHEAD)) + 1024
     return heap_bytes(heap) + extra, usable_heap(heap)

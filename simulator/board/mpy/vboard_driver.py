@@ -217,6 +217,9 @@ class _Flash:
         return self._fs.getcwd()
 
 
+_ROM = []  # the ROM partition's bytes and the ballast (rom_partition.mount), for the whole boot
+
+
 def _main():
     src = open("/proc/self/fd/" + os.getenv("VBOARD_CODE_FD"), "rb")
     ctl = open("/proc/self/fd/" + os.getenv("VBOARD_CTL_FD"), "wb")
@@ -227,11 +230,24 @@ def _main():
     vboard_micropython._attach(ctl)
     sys.modules["machine"] = vboard_machine
     sys.modules["micropython"] = vboard_micropython
+    path = ["", ".frozen", "/lib"]
+    rom = os.getenv("VBOARD_ROM")
+    if rom:
+        # A ROMFS-enabled build: the partition mapped (and mounted at /rom when it holds an image) before
+        # anything else takes heap, `vfs.rom_ioctl` for the tools that write it.
+        import rom_partition
+        import vboard_vfs
+
+        _ROM.extend(rom_partition.mount(rom, int(os.getenv("VBOARD_APP_HEAP"))))
+        vboard_vfs._attach(_ROM[0], rom)
+        del sys.modules["rom_partition"]
+        sys.modules["vfs"] = vboard_vfs
+        path[2:2] = ["/rom", "/rom/lib"]
     # The board's flash directory becomes the whole filesystem, as littlefs is on an ESP32.
     vfs.umount("/")
     vfs.mount(_Flash(os.getenv("VBOARD_ROOT")), "/")
     os.chdir("/")
-    sys.path[:] = ["", ".frozen", "/lib"]
+    sys.path[:] = path
     sys.argv[:] = []
     version = sys.version.split("; ", 1)[-1]
     banner = version + "; Kerbline virtual board with " + sys.implementation._machine
