@@ -9,8 +9,9 @@ with a timeout, and maps what went wrong to a StepError:
 - the board raised an error while writing: the file and the board's own error.
 
 `inventory()` runs one small script on the board that hashes (sha256, on the board) every file of the
-firmware's folder and the root files the tools own, and reads the id in the board's `/config.json`
-and its boot counter, so a flash knows what is there before writing anything.
+firmware's folder and the root files the tools own, reads the id in the board's `/config.json` and its
+boot counter, and, on a MicroPython build with a ROM partition (`vfs.rom_ioctl`), hashes the ROMFS image
+in it, so a flash knows what is there before writing anything.
 """
 from __future__ import annotations
 
@@ -86,6 +87,26 @@ try:
         print("KL B", f.read(16).strip() or "?")
 except OSError:
     print("KL B -")
+try:
+    import vfs
+    d = vfs.rom_ioctl(2, 0) if vfs.rom_ioctl(1) > 0 else None
+except (AttributeError, OSError):
+    d = None
+if isinstance(d, memoryview):
+    n = 0
+    i = 3
+    if bytes(d[:3]) == b"\\xd2\\xcd\\x31":
+        while i < len(d):
+            v = d[i]
+            i += 1
+            n = (n << 7) | (v & 0x7F)
+            if not v & 0x80:
+                break
+        n += i
+    h = hashlib.sha256()
+    for j in range(0, n if n <= len(d) else 0, 256):
+        h.update(d[j:min(j + 256, n)])
+    print("KL M", len(d), binascii.hexlify(h.digest()).decode() if 3 < n <= len(d) else "-")
 """
 
 
@@ -98,6 +119,8 @@ class Inventory:
     root: set[str] = field(default_factory=set)
     config_id: str | None = None  # None: no /config.json; "?": one that does not parse
     boot_count: str | None = None  # /boot.cnt as text, None when absent
+    rom_size: int | None = None  # bytes of the ROM partition; None: the build has none
+    rom_sha256: str | None = None  # of the ROMFS image in it; None: no image
 
 
 def mpremote_path() -> str:
@@ -233,6 +256,9 @@ class BoardFs:
                 inv.config_id = None if rest == "-" else rest
             elif kind == "B":
                 inv.boot_count = None if rest == "-" else rest
+            elif kind == "M":
+                size, _, digest = rest.partition(" ")
+                inv.rom_size, inv.rom_sha256 = int(size), None if digest == "-" else digest
         return inv
 
     def write(self, mkdirs: Sequence[str], copies: Sequence[tuple[Path, str]], removes: Sequence[str],
@@ -257,6 +283,11 @@ class BoardFs:
                 on_copy(count, by_local[text])
 
         self.run(args[1:], "writing files", on_line=line, timeout=self.timeout + WRITE_S_PER_FILE * len(copies))
+
+    def deploy_rom(self, image: Path) -> None:
+        """Write a ROMFS image (a `.romfs` file) into the board's ROM partition with `mpremote romfs deploy`."""
+        self.run(["romfs", "deploy", str(image)], "writing the ROM partition",
+                 timeout=self.timeout + WRITE_S_PER_FILE * (1 + image.stat().st_size // 4096))
 
     def reset(self) -> None:
         self.run(["reset"], "resetting the board")

@@ -102,7 +102,8 @@ def cmd_flash(args: argparse.Namespace) -> int:
                         rotate_key=args.rotate_key, replace=args.replace, wait=not args.no_wait, wait_s=args.wait_s,
                         board_timeout=args.board_timeout)
     result = flash(opts)
-    print(f"flash {args.device}: done ({len(result.copied)} files written, {result.unchanged} unchanged, "
+    rom = {"written": "ROM image written, ", "unchanged": "ROM image unchanged, ", "none": ""}[result.rom]
+    print(f"flash {args.device}: done ({rom}{len(result.copied)} files written, {result.unchanged} unchanged, "
           f"{len(result.removed)} removed)")
     return 0
 

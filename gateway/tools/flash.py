@@ -3,17 +3,25 @@
 Steps (each printed as it runs; any failure names its step, why, and what to do):
 1. registry      the device's entry; with --rotate-key a fresh key (the registry changes only in step 7,
                  once the board holds and has verified the new config)
-2. compile       the firmware, by mpy-cross (`firmware_build.build`)
+2. compile       the firmware, by mpy-cross (`firmware_build.build`), and its ROMFS image
 3. config        the device's /config.json from the registry and its settings file, checked by the
                  firmware's own rules
 4. read board    mpremote: sha256 of every firmware file on the board (computed on the board), the id in
-                 its /config.json, its boot counter
-5. write         only files whose sha256 differs, /config.json last; firmware files the build no longer
-                 has are removed (a stale .py would shadow its .mpy)
-6. verify        every file's sha256 read back from the board again
+                 its /config.json, its boot counter, and the image in its ROM partition if it has one
+5. write         on a MicroPython build with a ROM partition that the image fits: the image, unless the
+                 same one is there (`mpremote romfs deploy`), and on the flash only boot.py, main.py and
+                 the config; its `kerbline/` folder goes (it comes first on sys.path and would shadow the
+                 ROM). Without one: every firmware file on the flash. Either way only files whose sha256
+                 differs, /config.json last; firmware files the build no longer has are removed (a stale
+                 .py would shadow its .mpy)
+6. verify        every file's and the image's sha256 read back from the board again
 7. reset         (registry updated for a new key) the link watched, then a hard reset
 8. first report  the first report that verifies under the registry key, on the serial link
                  (--link-port) or the device's `online` state on MQTT
+
+The ROM partition is what keeps the firmware inside its heap budget: bytecode imported from it runs in
+place in flash, while bytecode imported from the filesystem is loaded into the heap (docs/firmware.md,
+"Memory").
 
 The board's own state is kept across a re-flash of the same device (queued reports, boot counter,
 command ids), with two exceptions: --rotate-key drops the queued reports (sealed under the old key,
@@ -39,7 +47,7 @@ from gateway.registry import Device, Secret
 from gateway.tools import provision
 from gateway.tools.board_fs import TIMEOUT_S as BOARD_TIMEOUT_S
 from gateway.tools.board_fs import BoardFs, Inventory
-from gateway.tools.firmware_build import BuildError, BuiltFile, build, mpy_size
+from gateway.tools.firmware_build import SOURCE_ONLY, BuildError, BuiltFile, build, mpy_size, romfs_image
 from gateway.tools.registry_file import read_devices, set_key
 from gateway.tools.steps import StepError, Steps
 from gateway.tools.watch import Got, MqttWatcher, Refused, SerialWatcher, State, Text, format_refusal, format_report
@@ -47,6 +55,7 @@ from gateway.wire import Reason
 
 STEPS = ["registry", "compile", "config", "read board", "write", "verify", "reset", "first report"]
 FIRMWARE_DIR = "kerbline"
+ROM_IMAGE = "kerbline.romfs"  # in the build folder; `mpremote romfs deploy` wants the suffix
 CONFIG = "config.json"
 BOOT_COUNT = "boot.cnt"
 QUEUE = "queue.log"
@@ -78,6 +87,7 @@ class FlashResult:
     copied: list[str]  # board paths written
     removed: list[str]
     unchanged: int
+    rom: str  # "written", "unchanged" or "none" (the board has no ROM partition the image fits)
     first_report: Any = None  # the Report (serial), "online" (MQTT), None with --no-wait
 
 
@@ -98,7 +108,10 @@ def flash(opts: FlashOptions, steps: Steps | None = None) -> FlashResult:
                   f"{'; new key (the registry takes it once the board is verified)' if new_key else '; key kept'}")
     with steps.step("compile") as step:
         files = _compile(opts.build_dir)
-        step.done(f"{len(files)} files, {mpy_size(files) / 1024:.1f} KB of .mpy")
+        image = opts.build_dir / ROM_IMAGE
+        image.write_bytes(romfs_image(files))
+        step.done(f"{len(files)} files, {mpy_size(files) / 1024:.1f} KB of .mpy; "
+                  f"ROMFS image {image.stat().st_size / 1024:.1f} KB")
     with steps.step("config") as step:
         config = provision.device_config(device, provision.load_settings(opts.registry, device))
         if opts.wait:
@@ -106,13 +119,19 @@ def flash(opts: FlashOptions, steps: Steps | None = None) -> FlashResult:
         step.done(provision.describe(config))
     board = BoardFs(opts.port, timeout=opts.board_timeout)
     with tempfile.TemporaryDirectory(prefix="kerbline-flash-") as private:  # mode 0700: the config holds the key
-        wanted = _wanted(files, config, Path(private))
         with steps.step("read board") as step:
             before = board.inventory()
-            plan = _plan(opts, wanted, before, Path(private))
-            step.done(f"MicroPython answered; {plan.unchanged} of {len(plan.expected)} files already in place, "
-                      f"{len(plan.copies)} to write, {len(plan.removes)} to remove")
+            in_rom = before.rom_size is not None and image.stat().st_size <= before.rom_size
+            wanted = _wanted([f for f in files if f.board_path in SOURCE_ONLY] if in_rom else files, config,
+                             Path(private))
+            plan = _plan(opts, wanted, before, Path(private), _sha256(image) if in_rom else None)
+            step.done(f"MicroPython answered; {_describe_rom(before, plan, image)}; {plan.unchanged} of "
+                      f"{len(plan.expected)} files already in place, {len(plan.copies)} to write, "
+                      f"{len(plan.removes)} to remove")
         with steps.step("write") as step:
+            if plan.rom_write:
+                step.progress(f"ROM partition: {image.stat().st_size} B image")
+                board.deploy_rom(image)
             total = len(plan.copies)
             board.write(plan.mkdirs, [(plan.local[p], p) for p in plan.copies], sorted(plan.removes),
                         on_copy=lambda n, path: step.progress(f"[{n}/{total}] {path} ({plan.size[path]} B)"))
@@ -120,12 +139,15 @@ def flash(opts: FlashOptions, steps: Steps | None = None) -> FlashResult:
                 step.progress(f"removed {path}: {reason}")
             if plan.rmdirs:
                 board.run(_rmdir_args(plan.rmdirs), "removing old firmware folders")
-            step.done(f"{total} written ({sum(plan.size[p] for p in plan.copies) / 1024:.1f} KB), "
+            step.done(f"{'ROM image and ' if plan.rom_write else ''}{total} files written "
+                      f"({sum(plan.size[p] for p in plan.copies) / 1024:.1f} KB), "
                       f"{plan.unchanged} unchanged, {len(plan.removes)} removed")
         with steps.step("verify") as step:
             _verify(board.inventory(), plan)
-            step.done(f"{len(plan.expected)} files match their sha256 on the board")
-    result = FlashResult(plan.copies, sorted(plan.removes), plan.unchanged)
+            step.done(f"{len(plan.expected)} files{' and the ROM image' if plan.rom_sha256 else ''} match their "
+                      "sha256 on the board")
+    rom = "none" if plan.rom_sha256 is None else "written" if plan.rom_write else "unchanged"
+    result = FlashResult(plan.copies, sorted(plan.removes), plan.unchanged, rom)
     with steps.step("reset") as step:
         if new_key is not None:
             set_key(opts.registry, device.id, new_key)
@@ -185,6 +207,8 @@ class _Plan:
     rmdirs: list[str]
     unchanged: int
     boot_before: int | None  # the boot counter the board starts from (its reports above it are new)
+    rom_sha256: str | None  # the image the ROM partition must hold; None: the firmware goes on the flash
+    rom_write: bool  # the partition does not hold it yet
 
 
 def _wanted(files: list[BuiltFile], config: dict[str, Any], private: Path) -> dict[str, tuple[Path, str, int]]:
@@ -198,7 +222,21 @@ def _wanted(files: list[BuiltFile], config: dict[str, Any], private: Path) -> di
     return wanted
 
 
-def _plan(opts: FlashOptions, wanted: dict[str, tuple[Path, str, int]], inv: Inventory, private: Path) -> _Plan:
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _describe_rom(inv: Inventory, plan: _Plan, image: Path) -> str:
+    if plan.rom_sha256 is None:
+        if inv.rom_size is None:
+            return "no ROM partition (the firmware goes on the flash)"
+        return (f"the ROM partition ({inv.rom_size} B) is smaller than the image ({image.stat().st_size} B): "
+                "the firmware goes on the flash")
+    return f"ROM partition {inv.rom_size} B, {'image to write' if plan.rom_write else 'image already in place'}"
+
+
+def _plan(opts: FlashOptions, wanted: dict[str, tuple[Path, str, int]], inv: Inventory, private: Path,
+          rom_sha256: str | None) -> _Plan:
     if inv.config_id not in (None, "?", opts.device_id) and not opts.replace:
         raise StepError(f"this board is {inv.config_id}'s (its /config.json says so) and may still hold that "
                         "device's unsent reports",
@@ -219,8 +257,8 @@ def _plan(opts: FlashOptions, wanted: dict[str, tuple[Path, str, int]], inv: Inv
         path.write_bytes(data)
         wanted[BOOT_COUNT] = (path, hashlib.sha256(data).hexdigest(), len(data))
         why.pop(BOOT_COUNT, None)
-    why.update((p, "no longer part of the firmware") for p in inv.files
-               if p.startswith(FIRMWARE_DIR + "/") and p not in wanted)
+    gone = "the firmware runs from the ROM partition" if rom_sha256 else "no longer part of the firmware"
+    why.update((p, gone) for p in inv.files if p.startswith(FIRMWARE_DIR + "/") and p not in wanted)
     needed_dirs = {str(Path(p).parent) for p in wanted if "/" in p}
     needed_dirs |= {str(parent) for d in list(needed_dirs) for parent in Path(d).parents if str(parent) != "."}
     mkdirs = sorted((d for d in needed_dirs if d not in inv.dirs), key=lambda d: d.count("/"))
@@ -229,7 +267,8 @@ def _plan(opts: FlashOptions, wanted: dict[str, tuple[Path, str, int]], inv: Inv
     copies = sorted((p for p in wanted if inv.files.get(p) != wanted[p][1]), key=lambda p: (p == CONFIG, p))
     return _Plan(expected={p: w[1] for p, w in wanted.items()}, local={p: w[0] for p, w in wanted.items()},
                  size={p: w[2] for p, w in wanted.items()}, copies=copies, removes=why, mkdirs=mkdirs,
-                 rmdirs=rmdirs, unchanged=len(wanted) - len(copies), boot_before=boot_before)
+                 rmdirs=rmdirs, unchanged=len(wanted) - len(copies), boot_before=boot_before,
+                 rom_sha256=rom_sha256, rom_write=rom_sha256 is not None and inv.rom_sha256 != rom_sha256)
 
 
 def _rmdir_args(dirs: list[str]) -> list[str]:
@@ -248,6 +287,10 @@ def _verify(inv: Inventory, plan: _Plan) -> None:
             raise StepError(f"{path} on the board {what}, expected sha256 {digest[:12]}…",
                             "flash again; if it repeats, the board's flash is failing: reinstall MicroPython "
                             "(kerbline device install-micropython) or replace the board")
+    if plan.rom_sha256 is not None and inv.rom_sha256 != plan.rom_sha256:
+        raise StepError("the ROM partition does not read back as the image written",
+                        "flash again; if it repeats, the board's flash is failing: reinstall MicroPython "
+                        "(kerbline device install-micropython) or replace the board")
     left = sorted(p for p in plan.removes if p in inv.files or p in inv.root)
     stale = sorted(p for p in inv.files if p.startswith(FIRMWARE_DIR + "/") and p not in plan.expected)
     if left or stale:

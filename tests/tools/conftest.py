@@ -1,6 +1,6 @@
 """A technician's bench for the tools' tests: a virtual board, its sensors, its link cable, a registry.
 
-`bench` (async) gives:
+`bench` (async; `rom_bench` the same with a board whose build has a ROM partition) gives:
 - `board`: the simulator's VirtualBoard (a pty speaking the MicroPython REPL, the real VM behind it),
   powered on with an empty flash directory: a bare board, as it comes from install-micropython;
 - `server`: the simulator's sensor server, which the `sim` board reads its sensors from; each device
@@ -15,6 +15,7 @@ the sim board (the only change a test makes that a technician would not: pins st
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 from collections.abc import AsyncIterator
@@ -112,21 +113,44 @@ class Bench:
         return data
 
 
-@pytest.fixture
-async def bench(tmp_path: Path, firmware_build_dir: Path) -> AsyncIterator[Bench]:
+@contextlib.asynccontextmanager
+async def _bench(tmp_path: Path, build_dir: Path, rom_partition: Path | None) -> AsyncIterator[Bench]:
     server = SensorServer()
     await server.start()
     line = SerialLine("bench", tmp_path / "link-port")
     line.start()
     flash_dir = tmp_path / "flash"
     flash_dir.mkdir()
-    board = VirtualBoard(flash_dir)
+    board = VirtualBoard(flash_dir, rom_partition=rom_partition)
     board.start()
     assert board.wait_for_prompt(10), "the bare virtual board did not reach its prompt"
     try:
-        yield Bench(tmp_path, board, server, line, firmware_build_dir)
+        yield Bench(tmp_path, board, server, line, build_dir)
     finally:
         board.stop()
         line.close()
         await asyncio.sleep(0.05)  # let the sensor server see the VM's connection end (no log noise)
         await server.close()
+
+
+@pytest.fixture
+async def bench(tmp_path: Path, firmware_build_dir: Path) -> AsyncIterator[Bench]:
+    """A bare board of a stock MicroPython build: the firmware goes on its flash filesystem."""
+    async with _bench(tmp_path, firmware_build_dir, None) as made:
+        yield made
+
+
+@pytest.fixture
+async def rom_bench(tmp_path: Path, firmware_build_dir: Path) -> AsyncIterator[Bench]:
+    """A bare board of a ROMFS-enabled build: its ROM partition (`bench.board.rom_partition`) is erased."""
+    async with _bench(tmp_path, firmware_build_dir, tmp_path / "rom.partition") as made:
+        yield made
+
+
+@pytest.fixture
+async def small_rom_bench(tmp_path: Path, firmware_build_dir: Path) -> AsyncIterator[Bench]:
+    """A board whose ROM partition (16 KB) is too small for the firmware's image."""
+    partition = tmp_path / "rom.partition"
+    partition.write_bytes(b"\xff" * 16384)
+    async with _bench(tmp_path, firmware_build_dir, partition) as made:
+        yield made

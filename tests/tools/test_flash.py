@@ -87,7 +87,7 @@ async def test_reflash_copies_nothing_unchanged_and_keeps_the_key(bench: Bench) 
     run = await bench.flash("bin-0042")
 
     assert run.status == 0, run.text
-    assert "0 to write, 0 to remove" in run.out and "[5/8] write        ok  0 written" in run.out
+    assert "0 to write, 0 to remove" in run.out and "[5/8] write        ok  0 files written" in run.out
     assert {p: p.stat().st_mtime_ns for p in bench.flash_dir.rglob("*.mpy")} == stamps
     assert (bench.flash_dir / "config.json").stat().st_mtime_ns == config_stamp
     assert tomllib.loads(bench.registry.read_text())["devices"]["bin-0042"]["key"] == key_before
