@@ -17,6 +17,11 @@ filesystem, then runs the test's program:
   Pass `firmware=None` when only what is in `vfs_root` may be imported, e.g. to check that flashing
   copied everything.
 
+- `rom`: a ROMFS image (`compiled_rom()` is the compiled firmware's) mounted at "/rom" before anything
+  else, with "/rom" and "/rom/lib" on `sys.path` after ".frozen", as a board with a ROM partition boots:
+  the firmware's bytecode then runs in place instead of on the heap. The program still gets exactly the
+  usable heap of `heap` (the VM is started larger by the image; simulator/devices/rom.py says how).
+
 This VM build prints uncaught tracebacks on stdout, not stderr: look at `MicroPythonResult.output`.
 
 The prelude costs heap the program then lacks: measured with `-X heapsize=64k`, `gc.mem_free()` at the
