@@ -53,6 +53,12 @@ def micropython_path() -> Path:
     return Path(found)
 
 
+def _module_name(relative: Path) -> str:
+    """kerbline/wire/cbor.py -> kerbline.wire.cbor; kerbline/wire/__init__.py -> kerbline.wire."""
+    parts = relative.with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -82,9 +88,10 @@ def build(out_dir: Path, source_dir: Path = FIRMWARE_DIR, mpy_cross: str | None 
             target = out_dir / relative.with_suffix(".mpy")
             if not _newer(target, source):
                 target.parent.mkdir(parents=True, exist_ok=True)
-                # -s keeps tracebacks naming the module the way the board sees it
+                # -s: tracebacks name the module by its import name, which the import has already interned as
+                # a qstr; a file name would cost every module one more qstr for good (docs/firmware.md, "Memory")
                 result = subprocess.run(
-                    [compiler, "-o", str(target), "-s", relative.as_posix(), str(source)],
+                    [compiler, "-o", str(target), "-s", _module_name(relative), str(source)],
                     capture_output=True,
                     text=True,
                 )

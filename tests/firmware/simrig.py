@@ -2,7 +2,8 @@
 
 `SimRig` flashes a device root the way a technician's tool would (the compiled firmware, boot.py,
 main.py, /config.json), serves its hardware with `simulator.devices.sensor_server`, and plays the
-gateway's end of its serial line on the pty master: frames are decoded, each report checked and parsed by
+gateway's end of its link. MQTT (`broker=`): the rig subscribes to the device's `up` topic and checks
+each report with the gateway's decoder; commands go on `down`. Serial, on the pty master: frames are decoded, each report checked and parsed by
 the gateway's own decoder (`gateway.wire.messages.decode_serial_report`), and every report acked (unless
 `ack` is off). `on_next_report` commands are sent when the next report arrives (the device is awake
 then; bytes sent to a sleeping device are lost, as on a real line), before its ack, then forgotten. `boot()`
@@ -19,11 +20,13 @@ import termios
 import tty
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+import paho.mqtt.client as paho
 
 from gateway.tools.firmware_build import SOURCE_ONLY, build, romfs_image
 from gateway.wire.reasons import Rejected
-from gateway.wire.messages import decode_serial_report
+from gateway.wire.messages import decode_mqtt_report, decode_serial_report
 from gateway.wire.model import Report
 from kerbline.wire import command, cose, frame
 from simulator.devices.sensor_server import BenchHardware, SensorServer
@@ -60,7 +63,10 @@ class SimRig:
     # True: the `kerbline` package goes into a ROMFS image mounted at /rom (a board's ROM partition, its
     # bytecode run in place) and only boot.py, main.py and the config onto the flash; the heap stays `heap`.
     rom: bool = False
-    ack: bool = True
+    # (host, port): the device's link is MQTT to this broker (its reports are taken from `up`, commands go
+    # on `down`, the broker's PUBACK is the ack) instead of the serial line over a pty.
+    broker: tuple[str, int] | None = None
+    ack: bool = True  # serial only: an MQTT device is acked by the broker
     reports: list[Report] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)
     server: SensorServer = field(default_factory=SensorServer)
@@ -69,18 +75,29 @@ class SimRig:
 
     async def start(self) -> None:
         await self.server.start()
-        self.master, self._slave = os.openpty()
-        tty.setraw(self._slave, termios.TCSANOW)
         self.config.setdefault("board", "sim")
         self.config["sim"] = {"host": "127.0.0.1", "port": self.server.port}
-        self.config["link"] = {"type": "serial", "pty": os.ttyname(self._slave)}
-        self.server.add_device({k: v for k, v in self.config.items() if k != "key"}, self.hardware)
-        self.flash()
         self._key = bytes.fromhex(self.config["key"])
         self._sealer = cose.Sealer(self.config["id"], bytes.fromhex(self.config["key"]))
-        self._deframer = frame.Deframer(self._on_message, self.rejected.append)
-        os.set_blocking(self.master, False)
-        asyncio.get_running_loop().add_reader(self.master, self._on_bytes)
+        self._topic = f"kerbline/v1/{self.config['id']}"
+        if self.broker is None:
+            self.master, self._slave = os.openpty()
+            tty.setraw(self._slave, termios.TCSANOW)
+            self.config["link"] = {"type": "serial", "pty": os.ttyname(self._slave)}
+            self._deframer = frame.Deframer(self._on_frame, self.rejected.append)
+            os.set_blocking(self.master, False)
+            asyncio.get_running_loop().add_reader(self.master, self._on_bytes)
+        else:
+            host, port = self.broker
+            self.config["link"] = {"type": "mqtt", "host": host, "port": port, "tls": False, "keepalive": 60}
+            self._mqtt = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"rig-{self.config['id']}")
+            self._mqtt.on_message = lambda _c, _u, msg: self._accept(
+                lambda: decode_mqtt_report(msg.payload, msg.topic, self._lookup))
+            self._mqtt.connect(host, port)
+            self._mqtt.subscribe(self._topic + "/up", qos=1)
+            self._mqtt.loop_start()
+        self.server.add_device({k: v for k, v in self.config.items() if k != "key"}, self.hardware)
+        self.flash()
 
     def flash(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -96,9 +113,13 @@ class SimRig:
         (self.root / "config.json").write_text(json.dumps(self.config))
 
     async def close(self) -> None:
-        asyncio.get_running_loop().remove_reader(self.master)
-        os.close(self.master)
-        os.close(self._slave)
+        if self.broker is None:
+            asyncio.get_running_loop().remove_reader(self.master)
+            os.close(self.master)
+            os.close(self._slave)
+        else:
+            self._mqtt.loop_stop()
+            self._mqtt.disconnect()
         await self.server.close()
 
     def _on_bytes(self) -> None:
@@ -108,23 +129,35 @@ class SimRig:
             return
         self._deframer.feed(data)
 
-    def _on_message(self, message: bytes) -> None:
+    def _lookup(self, device: str) -> bytes | None:
+        return self._key if device == self.config["id"] else None
+
+    def _on_frame(self, message: bytes) -> None:
+        got = self._accept(lambda: decode_serial_report(message, self._lookup))
+        if got is not None and self.ack:
+            self.send("ack", {command.A_BOOT: got.boot, command.A_SEQ: got.seq})
+
+    def _accept(self, decode: Callable[[], Report]) -> Report | None:
+        """Check a report as the gateway would; send the commands waiting for it."""
         try:
-            got = decode_serial_report(message, lambda device: self._key if device == self.config["id"] else None)
+            got = decode()
         except Rejected as e:
             self.rejected.append(str(e.reason))
-            return
+            return None
         self.reports.append(got)
         for op, args in self.on_next_report:
             self.send(op, args)
         self.on_next_report = []
-        if self.ack:
-            self.send("ack", {command.A_BOOT: got.boot, command.A_SEQ: got.seq})
+        return got
 
     def send(self, op: str, args: dict[Any, Any] | None = None) -> None:
-        """A command to the device, sealed under its key, framed onto its serial line."""
+        """A command to the device, sealed under its key, framed onto its serial line or published on `down`."""
         self.cid += 1
-        os.write(self.master, frame.encode(self._sealer.seal(command.encode(self.cid, op, args or {}))))
+        sealed = self._sealer.seal(command.encode(self.cid, op, args or {}))
+        if self.broker is None:
+            os.write(self.master, frame.encode(sealed))
+        else:
+            self._mqtt.publish(self._topic + "/down", sealed, qos=1)
 
     async def boot(self, timeout: float = 30.0, program: str = BOOT_SCRIPT) -> Boot:
         """Run one boot until the process exits (deep sleep, reset, or main.py returning).
