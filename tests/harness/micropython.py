@@ -1,7 +1,8 @@
 """Run code under the real MicroPython VM (unix port from the pinned PyPI wheel), heap-limited like an ESP32.
 
 Every VM starts `mp_prelude.py` first, which sets `sys.path`, `sys.argv` and (optionally) the board-like
-filesystem, then runs the test's program:
+filesystem, then runs the test's program. Its parameters travel in the environment (KL_*), not on the
+command line: the unix port interns each argv string as a qstr, which a board does not spend.
 
 - `vfs_root=None`: the host filesystem as-is; `sys.path` is [the script's folder, ".frozen", firmware].
 - `vfs_root=dir`: `dir` is mounted at "/" (a chroot-like VfsPosix: "/x" is `dir/x`, ".." stops at "/",
@@ -47,10 +48,9 @@ from simulator.devices.rom import VM_SIDE as ROM_VM_SIDE, rom_heap
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FIRMWARE_DIR = REPO_ROOT / "firmware"
 PRELUDE = Path(__file__).resolve().with_name("mp_prelude.py")
+SEPARATOR = "\x1f"  # between the program's arguments in the prelude's KL_ARGS
 DEFAULT_HEAP = "64k"
 DEFAULT_TIMEOUT = 30.0
-# The unix port aborts ("FATAL: uncaught NLR") on a command-line argument this long or longer.
-MAX_ARG_BYTES = 255
 
 Script = str | os.PathLike[str]
 COMPILED = "compiled"  # `firmware=` default: the .mpy build of firmware/
@@ -108,13 +108,6 @@ class Launch:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def _check_arg(value: str, what: str) -> str:
-    if len(value.encode()) > MAX_ARG_BYTES:
-        raise ValueError(f"{what} is {len(value.encode())} bytes; the MicroPython unix port aborts above "
-                         f"{MAX_ARG_BYTES} bytes per command-line argument: {value[:60]!r}...")
-    return value
-
-
 def prepare_micropython(
     script: Script,
     *,
@@ -144,17 +137,16 @@ def prepare_micropython(
     root = str(Path(vfs_root).resolve()) if vfs_root is not None else ""
     if root and not Path(root).is_dir():
         raise NotADirectoryError(f"vfs_root {root} is not a directory")
-    fw = _firmware_path(firmware)
-    rom_arg, app_heap = "", ""
+    if any(SEPARATOR in a for a in args):
+        raise ValueError(f"an argument holds the separator {SEPARATOR!r}: {args}")
+    rom_spec = ""
     if rom is not None:
         heap, usable = rom_heap(heap, Path(rom))
-        rom_arg, app_heap = f"{Path(rom).resolve()},{ROM_VM_SIDE}", str(usable)
+        rom_spec = f"{Path(rom).resolve()},{ROM_VM_SIDE},{usable}"
     argv = [str(micropython_binary()), "-X", f"heapsize={heap}", str(PRELUDE)]
-    argv += [_check_arg(v, what) for v, what in
-             ((str(script_path), "script path"), (name, "script name"), (root, "vfs_root"), (fw, "firmware"),
-              (rom_arg, "rom"), (app_heap, "app heap"))]
-    argv += [_check_arg(a, "argument") for a in args]
-    return Launch(argv=argv, env={**os.environ, **(env or {})},
+    prelude_env = {"KL_SCRIPT": str(script_path), "KL_NAME": name,
+                   "KL_ARGS": "".join(SEPARATOR + a for a in args), "KL_ROOT": root, "KL_FIRMWARE": _firmware_path(firmware), "KL_ROM": rom_spec}
+    return Launch(argv=argv, env={**os.environ, **(env or {}), **prelude_env},
                   cwd=str(cwd) if cwd is not None else None, workdir=workdir)
 
 

@@ -1,38 +1,36 @@
 # Runs first inside every MicroPython VM the harness starts (tests/harness/micropython.py), then runs the
-# test's script. It is MicroPython code for the unix port, not firmware.
+# test's program. It is MicroPython code for the unix port, not firmware.
 #
-# argv: prelude.py SCRIPT NAME VFS_ROOT FIRMWARE ROM APP_HEAP [ARGS...]
-#   SCRIPT: host path of the program; NAME: its name in tracebacks and sys.argv[0].
-#   VFS_ROOT "": keep the host filesystem; else mount that directory at "/" like a board's flash.
-#   FIRMWARE "": no firmware on sys.path; else the host folder holding the `kerbline` package.
-#   ROM "": no ROM partition; else "IMAGE,VM_SIDE": the ROMFS image mounted at /rom first of all, by
-#   VM_SIDE (simulator/devices/mpy/rom_partition.py), leaving the program APP_HEAP bytes of usable heap.
+# Its parameters come in the environment, not on the command line: the unix port interns every argv
+# string as a qstr for good (and aborts on one of 256 bytes or more), which would cost the program heap
+# and qstrs a board does not spend. Few names here for the same reason (each is a qstr too).
+#   KL_SCRIPT   host path of the program      KL_NAME  its name in tracebacks and sys.argv[0]
+#   KL_ARGS     sys.argv[1:], each after a \x1f  KL_ROOT  "" or a directory mounted at "/" like a board's flash
+#   KL_FIRMWARE "" or the host folder holding the `kerbline` package
+#   KL_ROM      "" or "IMAGE,VM_SIDE,APP_HEAP": the ROMFS image mounted at /rom first of all, by VM_SIDE
+#               (simulator/devices/mpy/rom_partition.py), leaving the program APP_HEAP bytes of heap
 # The VFS wrapper is in mp_rooted_vfs.py (imported from this folder, the first sys.path entry).
-# (The unix port aborts on command-line arguments of 256 bytes or more, so the program travels as a file.)
 import sys
 import gc
-
-
-def _mount_rom(rom, app_heap):
-    image, vm_side = rom.split(",")
-    sys.path.insert(0, vm_side.rsplit("/", 1)[0])
-    from rom_partition import mount
-
-    del sys.modules["rom_partition"]
-    sys.path.pop(0)
-    return mount(image, int(app_heap))
+import os
 
 
 def _main():
-    script, name, root, firmware, rom, app_heap = sys.argv[1:7]
-    args = sys.argv[7:]
-    rom_held = _mount_rom(rom, app_heap) if rom else None
-    with open(script) as f:
-        source = f.read()
-    script_dir = script.rsplit("/", 1)[0] if "/" in script else ""
+    rom = os.getenv("KL_ROM")
+    if rom:
+        rom = rom.split(",")
+        sys.path.insert(0, rom[1].rsplit("/", 1)[0])
+        from rom_partition import mount
+
+        del sys.modules["rom_partition"]
+        sys.path.pop(0)
+        rom = mount(rom[0], int(rom[2]))
+    root = os.getenv("KL_ROOT")
+    firmware = os.getenv("KL_FIRMWARE")
+    with open(os.getenv("KL_SCRIPT")) as f:
+        code = f.read()
     if root:
         # Only now, so runs without a VFS root do not pay for the wrapper's bytecode on the heap.
-        import os
         import vfs
         from mp_rooted_vfs import RootedVfs
 
@@ -47,18 +45,17 @@ def _main():
             vfs.mount(RootedVfs(firmware), "/.firmware", readonly=True)
             path.append("/.firmware")
     else:
-        path = [script_dir, ".frozen"]
+        path = [os.getenv("KL_SCRIPT").rsplit("/", 1)[0], ".frozen"]
         if rom:
             path += ["/rom", "/rom/lib"]
         if firmware:
             path.append(firmware)
     sys.path[:] = path
-    sys.argv[:] = [name] + args
-    code = compile(source, name, "exec")
-    return code, rom_held
+    sys.argv[:] = [os.getenv("KL_NAME")] + os.getenv("KL_ARGS").split("\x1f")[1:]
+    return compile(code, sys.argv[0], "exec"), rom
 
 
-_code, _rom_held = _main()
+_code, _rom = _main()
 del _main
 gc.collect()
 exec(_code, {"__name__": "__main__"})
