@@ -7,7 +7,11 @@ sink) opens the other ends with pyserial, verifies, commits, acks. The figure is
 CPU time over the feeding window divided by the window, against a baseline in the same run: a bare
 reader that only splits the same 64 streams at 0x00.
 
-    PYTHONPATH=. .venv/bin/python bench/gateway_serial.py [--devices 64] [--seconds 20]
+    PYTHONPATH=. .venv/bin/python bench/gateway_serial.py [--devices 64] [--seconds 20] [--profile DIR]
+
+`--profile DIR` records the gateway during the feeding window with py-spy (a dev tool) into
+DIR/gateway_serial.txt: collapsed stacks, one line each, of whichever thread holds the GIL (the Python
+work; SQLite's own work runs with the GIL released and shows only in the per-thread CPU line).
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ import argparse
 import os
 import re
 import select
+import signal
 import subprocess
 import sys
 import tempfile
@@ -35,8 +40,10 @@ BYTES_PER_S = BAUD // 10  # 8N1: ten bits a byte
 TICK_S = 0.1
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def cpu_seconds(pid: int, task: int | None = None) -> float:
+    """CPU time of the process, or of one of its threads (`task`: its tid; the main thread's is the pid)."""
+    path = f"/proc/{pid}/task/{task}/stat" if task is not None else f"/proc/{pid}/stat"
+    fields = Path(path).read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -113,16 +120,31 @@ def baseline(pairs: list[tuple[int, str]], streams: list[list[bytes]], seconds: 
     return share, int(out.strip() or 0)
 
 
-def stored_serial(port: int) -> int:
+def py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy sampling the gateway's GIL holder until SIGINT, thread named, one line per stack."""
+    out.mkdir(parents=True, exist_ok=True)
+    spy = Path(sys.executable).with_name("py-spy")
+    return subprocess.Popen([str(spy), "record", "--pid", str(pid), "--rate", "250", "--threads", "--gil", "--format", "raw",
+                             "--output", str(out / "gateway_serial.txt")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+def metric(port: int, pattern: str) -> int:
+    """The value of the gateway metric whose name and labels match `pattern` (0 when absent)."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    match = re.search(r'^kerbline_reports_stored_total\{link="serial"\} (\S+)$', text, re.M)
+    match = re.search(rf"^{pattern} (\S+)$", text, re.M)
     return int(float(match.group(1))) if match else 0
+
+
+def stored_serial(port: int) -> int:
+    return metric(port, r'kerbline_reports_stored_total\{link="serial"\}')
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--profile", type=Path, help="py-spy the gateway while it is fed, into this directory")
     args = parser.parse_args()
     devices = [f"bin-{i:04d}" for i in range(1, args.devices + 1)]
     frames_needed = int(args.seconds * BYTES_PER_S / 90) + 50
@@ -157,13 +179,20 @@ def main() -> None:
                         raise SystemExit("gateway did not start:\n" + (work / "gateway.log").read_text()[-2000:])
                     time.sleep(0.2)
             time.sleep(1.0)  # the ports open
-            before = cpu_seconds(proc.pid)
+            spy = py_spy(proc.pid, args.profile) if args.profile is not None else None
+            before, main_before = cpu_seconds(proc.pid), cpu_seconds(proc.pid, proc.pid)
+            commits_before = metric(http_port, "kerbline_spool_commits_total")
             t_start = time.monotonic()
             written = feed([m for m, _ in pairs], streams, args.seconds)
             used = cpu_seconds(proc.pid) - before
+            main_used = cpu_seconds(proc.pid, proc.pid) - main_before
             window = time.monotonic() - t_start
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+                spy.wait(60)
             time.sleep(2.0)
             stored = stored_serial(http_port)
+            commits = metric(http_port, "kerbline_spool_commits_total") - commits_before
         finally:
             proc.terminate()
             proc.wait(30)
@@ -172,6 +201,8 @@ def main() -> None:
     print(f"  GATEWAY: {share * 100:.1f}% of one core for {sent_frames / window:,.0f} frames/s offered "
           f"({written / window / args.devices:,.0f} bytes/s per line), {stored:,} reports stored "
           f"({stored / sent_frames * 100:.0f}% of those sent)")
+    print(f"  {used / sent_frames * 1e6:.1f} us CPU per report ({main_used / sent_frames * 1e6:.1f} in the event loop "
+          f"thread, the rest in the spool's SQLite thread and helpers); {commits:,} group commits")
     print(f"  gateway / baseline CPU = {share / base_share:.1f}")
     print(f"  budget: {args.devices} devices at full line rate under 30% of one core: "
           f"{'met' if share < 0.30 and args.devices >= 64 else 'NOT met'}")
