@@ -52,9 +52,9 @@ class Downlink:
     """The device's command gate, shared by the serial and MQTT links."""
 
     def __init__(self, sealer, state_path, log=print):
-        self._sealer = sealer
+        self.sealer = sealer
         self._path = state_path
-        self._log = log
+        self.log = log
         self.last_cid = _read_cid(state_path, log)  # highest cid applied (-1: none)
         self.rejected = {}
         self.applied = 0
@@ -64,11 +64,11 @@ class Downlink:
         try:
             if len(message) > MAX_MESSAGE:
                 raise Reject(TOO_LARGE)
-            cid, op, args = command.parse(self._sealer.open(message))
+            cid, op, args = command.parse(self.sealer.open(message))
             if cid <= self.last_cid:
                 raise Reject(REPLAY)
         except Reject as e:
-            count(self.rejected, e.reason, self._log, "downlink")
+            count(self.rejected, e.reason, self.log, "downlink")
             raise
         if op != "ack":
             self._save(cid)

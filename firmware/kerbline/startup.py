@@ -16,18 +16,18 @@ the reset cause consumes it).
 """
 from kerbline.compat import const
 
-_board = None
+board = None
 _skip = False
 _SKIP_PIN = const(0)  # the ESP32 DevKit's BOOT button, pulled up, low while pressed
 
 
 def board_for(cfg):
-    global _board
-    if _board is None:
+    global board
+    if board is None:
         from kerbline.board import load
 
-        _board = load(cfg)
-    return _board
+        board = load(cfg)
+    return board
 
 
 def check_skip():

@@ -20,15 +20,15 @@ class _Port:
     """A UART that never blocks: read(n) gives what has arrived, or None."""
 
     def __init__(self, uart):
-        self._uart = uart
+        self.uart = uart
 
     def read(self, n):
-        if not self._uart.any():
+        if not self.uart.any():
             return None
-        return self._uart.read(n)
+        return self.uart.read(n)
 
     def write(self, buf):
-        return self._uart.write(buf)
+        return self.uart.write(buf)
 
 
 class _Wdt:

@@ -96,7 +96,7 @@ class _Wdt:
     def __init__(self, board, timeout_ms):
         import _thread
 
-        self._board = board
+        self.board = board
         self.timeout_ms = timeout_ms
         self.fed = time.ticks_ms()
         _thread.start_new_thread(self._watch, ())
@@ -109,7 +109,7 @@ class _Wdt:
             time.sleep_ms(100)
         if self.timeout_ms:  # else the process is ending on purpose (deep sleep, reset)
             print("watchdog: not fed for %d ms, resetting" % self.timeout_ms)
-            self._board.leave(WDT, None)
+            self.board.leave(WDT, None)
             os.system("kill -9 $PPID")  # the shell's parent is this device's process
 
 
@@ -117,7 +117,7 @@ class Board:
     def __init__(self, config):
         sim = config.get("sim") or {}
         self._addr = socket.getaddrinfo(sim.get("host", "127.0.0.1"), sim.get("port", 7300))[0][-1]
-        self._cfg = config
+        self.cfg = config
         self._sock = None
         self._wdt = None
         self.ticks_ms = time.ticks_ms
@@ -141,7 +141,7 @@ class Board:
                 s.settimeout(10)
                 s.connect(self._addr)
                 self._sock = s
-                s.write("hello %s\n" % self._cfg.get("id"))
+                s.write("hello %s\n" % self.cfg.get("id"))
                 s.readline()
             s.write((fmt % args) + "\n")
             reply = s.readline().strip()
@@ -169,7 +169,7 @@ class Board:
         return time.time_ns() // 1000000
 
     def uart(self, uart_id, baud, tx, rx):
-        return _Pty(self._cfg["link"]["pty"])
+        return _Pty(self.cfg["link"]["pty"])
 
     def network_up(self, timeout_ms):
         return True

@@ -137,21 +137,21 @@ class Client:
         self._connect = _packet(0x10, body)  # holds the password: never logged
         self._sub = bytearray(_packet(0x82, b"\x00\x00" + _str(self.down) + b"\x01"))
         self._ka = keepalive * 1000
-        self._ack_ms = ack_ms
-        self._ping_ms = ping_ms
-        self._io_ms = io_ms
+        self.ack_ms = ack_ms
+        self.ping_ms = ping_ms
+        self.io_ms = io_ms
         self._io = io_ms / 1000
-        self._bmin = backoff_ms
-        self._bmax = backoff_max_ms
-        self._max = max_packet
-        self._maxpay = max_payload
+        self.backoff_ms = backoff_ms
+        self.backoff_max_ms = backoff_max_ms
+        self.max_packet = max_packet
+        self.max_payload = max_payload
         self._rx = bytearray(max_packet + 5)
         self._mv = memoryview(self._rx)
         self._rxn = 0
         self._skip = 0
         self._tx = bytearray(5 + 2 + len(self.up) + 2 + max_payload)
         self._ack = bytearray(b"\x40\x02\x00\x00")
-        self._win = window
+        self.window = window
         self._pid = [0] * window  # 0 = free slot
         self._msg = [None] * window
         self._at = [0] * window
@@ -159,10 +159,10 @@ class Client:
         self._next = 0
         self._s = None
         self._st = _DOWN
-        self._tries = 0
+        self.tries = 0
         self._since = 0  # when the state (DOWN or WAIT) began
         self._wait = 0  # first attempt at the first poll
-        self._now = 0
+        self.now = 0
         self._tx_at = self._rx_at = 0
         self._ping_at = None  # when the outstanding PINGREQ was sent
         self.subscribed = False
@@ -180,7 +180,7 @@ class Client:
 
     def in_flight(self):
         n = 0
-        for k in range(self._win):
+        for k in range(self.window):
             if self._pid[k]:
                 n += 1
         return n
@@ -199,7 +199,7 @@ class Client:
         Never raises and never blocks longer than one connect or write (`io_ms`); a failure drops the
         connection, is kept in `error` and schedules the next attempt.
         """
-        self._now = now
+        self.now = now
         st = self._st
         if st == _OFF or (st == _DOWN and self._wait and ticks_diff(now, self._since) < self._wait):
             return
@@ -208,7 +208,7 @@ class Client:
                 self._open()
             self._read()
             if self._st == _WAIT:
-                if ticks_diff(now, self._since) >= self._io_ms:
+                if ticks_diff(now, self._since) >= self.io_ms:
                     raise MQTTError("no CONNACK")
             elif self._st == _UP:
                 self._timers(now)
@@ -222,7 +222,7 @@ class Client:
         None means not taken: QoS 1 window full, or QoS 0 while disconnected. A QoS 1 message that was
         taken stays in flight (across reconnects) until its PUBACK calls `on_ack(pid)`.
         """
-        if len(payload) > self._maxpay:
+        if len(payload) > self.max_payload:
             raise ValueError("payload over max_payload")
         if not qos:
             if self._st != _UP:
@@ -232,7 +232,7 @@ class Client:
             except Exception as e:
                 self._fail(e)
             return 0
-        for k in range(self._win):
+        for k in range(self.window):
             if not self._pid[k]:
                 break
         else:
@@ -263,7 +263,7 @@ class Client:
 
     def _open(self):
         self._st = _WAIT
-        self._since = self._now
+        self._since = self.now
         self._rxn = self._skip = 0
         ai = socket.getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM)[0]
         s = self._s = self._raw = socket.socket(ai[0], ai[1], ai[2])
@@ -281,27 +281,27 @@ class Client:
 
     def _up(self):
         self._st = _UP
-        self._tries = 0
+        self.tries = 0
         self.n_conn += 1
         self.error = None
         self.subscribed = False
         self._ping_at = None
-        self._rx_at = self._now
+        self._rx_at = self.now
         self._pub(self.state, b"online", 0x31, 0)
         pid = self._new_pid()
         self._sub[2] = pid >> 8
         self._sub[3] = pid & 0xFF
         self._send(self._sub, len(self._sub))
-        for k in range(self._win):
+        for k in range(self.window):
             if self._pid[k]:
                 self._send_slot(k)
 
     def _fail(self, e):
         self.error = e
         self._close()
-        d = min(self._bmax, self._bmin << min(self._tries, 16))
-        self._tries += 1
-        self._since = self._now
+        d = min(self.backoff_max_ms, self.backoff_ms << min(self.tries, 16))
+        self.tries += 1
+        self._since = self.now
         self._wait = d // 2 + getrandbits(16) % (d // 2 + 1)
         self._st = _DOWN
 
@@ -325,7 +325,7 @@ class Client:
                 raise MQTTError("short write")
         finally:
             self._to.settimeout(0)
-        self._tx_at = self._now
+        self._tx_at = self.now
 
     def _pub(self, topic, payload, first, pid):
         t = self._tx
@@ -357,7 +357,7 @@ class Client:
             self.n_resend += 1
         self._pub(self.up, self._msg[k], 0x3A if self._dup[k] else 0x32, self._pid[k])
         self._dup[k] = 1
-        self._at[k] = self._now
+        self._at[k] = self.now
 
     def _new_pid(self):
         while True:
@@ -367,15 +367,15 @@ class Client:
 
     def _timers(self, now):
         if self._ping_at is not None:
-            if ticks_diff(now, self._ping_at) >= self._ping_ms:
+            if ticks_diff(now, self._ping_at) >= self.ping_ms:
                 raise MQTTError("no PINGRESP")
         elif self._ka and (
             ticks_diff(now, self._tx_at) >= self._ka or ticks_diff(now, self._rx_at) >= self._ka
         ):
             self._send(b"\xc0\x00", 2)
             self._ping_at = now
-        for k in range(self._win):
-            if self._pid[k] and ticks_diff(now, self._at[k]) >= self._ack_ms:
+        for k in range(self.window):
+            if self._pid[k] and ticks_diff(now, self._at[k]) >= self.ack_ms:
                 self._send_slot(k)
 
     # -- receiving --------------------------------------------------------------------------------
@@ -396,7 +396,7 @@ class Client:
             if not got:
                 raise MQTTError("closed by broker")
             self._rxn = n + got
-            self._rx_at = self._now
+            self._rx_at = self.now
             self._parse()
 
     def _parse(self):
@@ -423,7 +423,7 @@ class Client:
                     self._bad("bad remaining length")
             else:
                 break  # header not all read yet
-            if rl > self._max:
+            if rl > self.max_packet:
                 if not self._big(i, j, n, j + rl):
                     break
                 continue  # _big set _skip to the whole packet, consumed from i on
@@ -478,7 +478,7 @@ class Client:
                 self._send(self._ack, 4)
         elif t == 4 and end - j == 2:
             pid = rx[j] << 8 | rx[j + 1]
-            for k in range(self._win):
+            for k in range(self.window):
                 if self._pid[k] == pid:
                     self._pid[k] = 0
                     self._msg[k] = None

@@ -19,13 +19,14 @@ WINDOW = const(4)  # reports in flight, as on the serial link
 
 class MqttLink:
     def __init__(self, client, downlink, queue, handler):
-        self._client = client
-        self._downlink = downlink
-        self._queue = queue
-        self._handler = handler
+        self.client = client
+        self.downlink = downlink
+        self.queue = queue
+        self.handler = handler
         self._flight = {}  # packet id -> (boot, seq)
         self.sent = 0
         self.acked = 0
+        self._said = None  # the client error last logged
         client.on_ack = self._on_ack
         client.on_message = self._on_message
 
@@ -35,12 +36,16 @@ class MqttLink:
 
     def poll(self, now):
         """Run the client (connect, read, keepalive, resend), then hand it what the window has room for."""
-        client = self._client
+        client = self.client
         client.poll(now)
+        if client.error is not self._said:  # each failure once on the console, with when it retries
+            self._said = client.error
+            if client.error is not None:
+                self.handler.log("mqtt: %r; retry in %d ms" % (client.error, client.next_retry_ms(now) or 0))
         flight = self._flight
-        if len(flight) >= WINDOW or len(self._queue) <= len(flight):
+        if len(flight) >= WINDOW or len(self.queue) <= len(flight):
             return
-        for boot, seq, _alarm, message in self._queue.peek(WINDOW + len(flight)):
+        for boot, seq, _alarm, message in self.queue.peek(WINDOW + len(flight)):
             if (boot, seq) in flight.values():
                 continue
             pid = client.publish(message)
@@ -52,15 +57,15 @@ class MqttLink:
                 break
 
     def close(self):
-        self._client.close()
+        self.client.close()
 
     def _on_ack(self, pid):
         entry = self._flight.pop(pid, None)
-        if entry is not None and self._queue.ack_one(entry[0], entry[1]):
+        if entry is not None and self.queue.ack_one(entry[0], entry[1]):
             self.acked += 1
 
     def _on_message(self, topic, payload):
-        self._downlink.handle(payload, self._handler)
+        self.downlink.handle(payload, self.handler)
 
 
 def open_mqtt(cfg, downlink, queue, handler):

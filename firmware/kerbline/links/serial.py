@@ -40,13 +40,13 @@ _MAX_LEVEL = const(10)
 
 class SerialLink:
     def __init__(self, uart, downlink, queue, handler, ack_ms=2000, backoff_max_ms=60000, log=print):
-        self._uart = uart
-        self._downlink = downlink
-        self._queue = queue
-        self._handler = handler
-        self._ack_ms = ack_ms
+        self.uart = uart
+        self.downlink = downlink
+        self.queue = queue
+        self.handler = handler
+        self.ack_ms = ack_ms
         self._max_ms = backoff_max_ms
-        self._log = log
+        self.log = log
         self._deframer = frame.Deframer(self._on_message, self._on_reject)
         self._flight = []  # [boot, seq, sent_at], oldest first
         self._level = 0  # resend rounds since the last progress
@@ -59,7 +59,7 @@ class SerialLink:
 
     @property
     def rto_ms(self):
-        return min(self._ack_ms << self._level, self._max_ms)
+        return min(self.ack_ms << self._level, self._max_ms)
 
     def in_flight(self):
         """(boot, seq) of the reports sent and not yet acked, oldest first."""
@@ -68,7 +68,7 @@ class SerialLink:
     def poll(self, now):
         """Read what has arrived, act on it, send and resend; returns at once."""
         for _ in range(_READS):
-            data = self._uart.read(_CHUNK)
+            data = self.uart.read(_CHUNK)
             if not data:
                 break
             self._deframer.feed(data)
@@ -80,10 +80,10 @@ class SerialLink:
         flight = self._flight
         # a resend round: the oldest report in flight waited `rto_ms` (or the gateway just reconnected)
         resend = bool(flight) and (self._all_due or ticks_diff(now, flight[0][2]) >= self.rto_ms)
-        if not resend and not (len(flight) < WINDOW and len(self._queue) > len(flight)):
+        if not resend and not (len(flight) < WINDOW and len(self.queue) > len(flight)):
             return
         kept = []
-        window = self._queue.peek(WINDOW)
+        window = self.queue.peek(WINDOW)
         for boot, seq, _alarm, message in window:
             entry = None
             for f in flight:
@@ -115,18 +115,18 @@ class SerialLink:
 
     def _send(self, message):
         data = frame.encode(message)
-        n = self._uart.write(data)
+        n = self.uart.write(data)
         if n is not None and n < len(data):
             self.short_writes += 1
 
     # ------------------------------------------------------------ in
 
     def _on_reject(self, reason):
-        count(self.rejected, reason, self._log, "serial")
+        count(self.rejected, reason, self.log, "serial")
 
     def _on_message(self, message):
         try:
-            op, args = self._downlink.accept(message)
+            op, args = self.downlink.accept(message)
         except Reject as e:
             count(self.rejected, e.reason, None, "serial")  # the downlink has logged it
             return
@@ -136,10 +136,10 @@ class SerialLink:
         if op == "time":  # the gateway has (re)connected: no reason to wait any longer
             self._level = 0
             self._all_due = bool(self._flight)
-        self._downlink.dispatch(op, args, self._handler)
+        self.downlink.dispatch(op, args, self.handler)
 
     def _ack(self, boot, seq):
-        n = self._queue.ack(boot, seq)
+        n = self.queue.ack(boot, seq)
         kept = []
         for f in self._flight:
             if f[0] > boot or (f[0] == boot and f[1] > seq):

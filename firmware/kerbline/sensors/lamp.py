@@ -31,24 +31,24 @@ def in_window(minute, start, end):
 
 class LampControl:
     def __init__(self, cfg):
-        self._cfg = cfg
+        self.cfg = cfg
         self.on = None  # None until the first decision
-        self._count = 0
+        self.count = 0
 
     def level(self, lux, minute):
         """Lamp level 0..100 for this sample; `minute` is the local minute of day or None."""
-        cfg = self._cfg
+        cfg = self.cfg
         if lux is None:
-            self._count = 0
+            self.count = 0
             self.on = True if minute is None else in_window(minute, cfg["dark_start"], cfg["dark_end"])
         elif self.on is None:
             self.on = lux < (cfg["lux_on"] + cfg["lux_off"]) // 2
         else:
             past = lux > cfg["lux_off"] if self.on else lux < cfg["lux_on"]
-            self._count = self._count + 1 if past else 0
-            if self._count >= cfg["switch_n"]:
+            self.count = self.count + 1 if past else 0
+            if self.count >= cfg["switch_n"]:
                 self.on = not self.on
-                self._count = 0
+                self.count = 0
         if not self.on:
             return 0
         if minute is not None and in_window(minute, cfg["night_start"], cfg["night_end"]):
@@ -66,17 +66,17 @@ def drive(board, pins, level):
 
 class PowerMeter:
     def __init__(self, board, cfg):
-        self._board = board
-        self._cfg = cfg
+        self.board = board
+        self.cfg = cfg
         self.wh = 0
         self._mj = 0  # energy not yet a whole Wh
 
     def read(self, dt_ms):
         """(volt V, curr mA, power W) now, adding the energy of the last dt_ms at this power."""
-        cfg = self._cfg
+        cfg = self.cfg
         pins = cfg["pins"]
-        volt = scaled(self._board.adc_mv(pins["volt"]), cfg["volt_gain"])
-        curr = scaled(self._board.adc_mv(pins["curr"]), cfg["curr_gain"], cfg["curr_zero_mv"])
+        volt = scaled(self.board.adc_mv(pins["volt"]), cfg["volt_gain"])
+        curr = scaled(self.board.adc_mv(pins["curr"]), cfg["curr_gain"], cfg["curr_zero_mv"])
         mw = volt * curr
         # mW * ms / 1000 = mJ, split in whole seconds and the rest so no product passes 2**30
         self._mj += mw * (dt_ms // 1000) + mw * (dt_ms % 1000) // 1000
@@ -89,4 +89,4 @@ class PowerMeter:
         """lamp_fail: current that does not match the lamp's state, once the state has settled."""
         if not steady:
             return False
-        return (curr < self._cfg["lamp_min_ma"]) if level > 0 else (curr >= self._cfg["lamp_min_ma"])
+        return (curr < self.cfg["lamp_min_ma"]) if level > 0 else (curr >= self.cfg["lamp_min_ma"])

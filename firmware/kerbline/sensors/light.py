@@ -44,20 +44,20 @@ def ldr_lux(mv, table):
 
 class Bh1750:
     def __init__(self, board, tries):
-        self._board = board
-        self._tries = tries
+        self.board = board
+        self.tries = tries
         self._cmd = bytearray(1)
         self.step = 1  # index in MT_STEPS
         self.errors = 0  # bus errors since boot
 
     def _send(self, byte):
         self._cmd[0] = byte
-        self._board.i2c_write(ADDR, self._cmd)
+        self.board.i2c_write(ADDR, self._cmd)
 
     def _measure(self):
         mt = MT_STEPS[self.step]
-        board = self._board
-        for attempt in range(self._tries):
+        board = self.board
+        for attempt in range(self.tries):
             try:
                 self._send(_POWER_ON)
                 self._send(_MT_HIGH | mt >> 5)
@@ -92,7 +92,7 @@ class LightSensor:
 
     def __init__(self, board, cfg):
         pins = cfg["pins"]
-        self._board = board
+        self.board = board
         self._ldr = pins.get("ldr")
         self._table = cfg["ldr_table"]
         self.bh = Bh1750(board, cfg["i2c_tries"]) if "scl" in pins else None
@@ -107,7 +107,7 @@ class LightSensor:
                 return lux
             self.fault = "bh1750: no answer on I2C"
         if self._ldr is not None:
-            return ldr_lux(self._board.adc_mv(self._ldr), self._table)
+            return ldr_lux(self.board.adc_mv(self._ldr), self._table)
         if self.fault is None:
             self.fault = "no light sensor wired"
         return None

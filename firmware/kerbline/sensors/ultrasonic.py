@@ -58,8 +58,8 @@ def jsn_frame_mm(data):
 
 class Sonar:
     def __init__(self, board, cfg):
-        self._board = board
-        self._cfg = cfg
+        self.board = board
+        self.cfg = cfg
         pins = cfg["pins"]
         self._trig = pins.get("trig")
         self._echo = pins.get("echo")
@@ -73,17 +73,17 @@ class Sonar:
     def _ping_raw(self, timeout_us):
         """One reading: echo us (trigger-echo) or mm (serial), None when nothing came back."""
         if self._port is None:
-            return self._board.ultrasonic_echo_us(self._trig, self._echo, timeout_us)
+            return self.board.ultrasonic_echo_us(self._trig, self._echo, timeout_us)
         port = self._port
         while port.read(64):  # drop stale bytes so only the answer to this trigger counts
             pass
         port.write(_JSN_TRIGGER)
-        self._board.sleep_ms(_GAP_MS)
+        self.board.sleep_ms(_GAP_MS)
         return jsn_frame_mm(port.read(16) or b"")
 
     def sample(self, t16=None):
         """(distance mm, fill %) or None with `fault` set to why."""
-        cfg = self._cfg
+        cfg = self.cfg
         t16 = _DEFAULT_T16 if t16 is None else t16
         serial = self._port is not None
         tol = cfg["tol_mm"] if serial else mm_to_echo(cfg["tol_mm"], t16)
@@ -93,7 +93,7 @@ class Sonar:
         readings = []
         for i in range(n):
             if i and not serial:
-                self._board.sleep_ms(_GAP_MS)
+                self.board.sleep_ms(_GAP_MS)
             raw = self._ping_raw(timeout)
             if raw is not None:
                 readings.append(raw)

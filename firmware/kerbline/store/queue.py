@@ -93,7 +93,7 @@ class FlashQueue:
         self.path = path
         self._tmp = path + ".tmp"
         self.max_bytes = max_bytes
-        self._fs = fs or Flash()
+        self.fs = fs or Flash()
         self._hdr = bytearray(HEADER)
         self._buf = bytearray(_CHUNK)
         self.dropped_routine = 0
@@ -104,7 +104,7 @@ class FlashQueue:
         self._load()
 
     def __len__(self):
-        return self._count
+        return self.count
 
     # ------------------------------------------------------------ public operations
 
@@ -118,18 +118,18 @@ class FlashQueue:
             self._compact(size)
         self._seal_header(_F_ALARM if is_alarm else _K_REPORT, length, boot, seq, message)
         self._write(self._hdr, message)
-        if not self._count:
-            self._head = self.bytes_used
+        if not self.count:
+            self.head = self.bytes_used
         self.bytes_used += size
-        self._count += 1
+        self.count += 1
 
     def peek(self, n):
         """Up to `n` oldest unacked reports as (boot, seq, is_alarm, message), oldest first."""
         out = []
-        if not self._count or n <= 0:
+        if not self.count or n <= 0:
             return out
-        with self._fs.open(self.path, "rb") as f:
-            for p, flags, length, b, s in self._records(f, self._head, self.bytes_used):
+        with self.fs.open(self.path, "rb") as f:
+            for p, flags, length, b, s in self._records(f, self.head, self.bytes_used):
                 if flags & _KIND == _K_REPORT and not self._acked(b, s):
                     f.seek(p + HEADER)
                     out.append((b, s, bool(flags & _F_ALARM), f.read(length)))
@@ -145,9 +145,9 @@ class FlashQueue:
         head = self.bytes_used
         upto_b = boot
         upto_s = seq
-        if self._count:
-            with self._fs.open(self.path, "rb") as f:
-                for p, flags, length, b, s in self._records(f, self._head, self.bytes_used):
+        if self.count:
+            with self.fs.open(self.path, "rb") as f:
+                for p, flags, length, b, s in self._records(f, self.head, self.bytes_used):
                     if flags & _KIND != _K_REPORT:
                         continue
                     if not _gt(b, s, boot, seq):
@@ -164,15 +164,15 @@ class FlashQueue:
 
     def ack_one(self, boot, seq):
         """Ack the single report (boot, seq) (an MQTT PUBACK). Returns False if it is not waiting here."""
-        if not self._count or self._acked(boot, seq):
+        if not self.count or self._acked(boot, seq):
             return False
         at_head = True  # every report before the one being looked at is acked
         found = False
         head = self.bytes_used
         upto_b = boot
         upto_s = seq
-        with self._fs.open(self.path, "rb") as f:
-            for p, flags, length, b, s in self._records(f, self._head, self.bytes_used):
+        with self.fs.open(self.path, "rb") as f:
+            for p, flags, length, b, s in self._records(f, self.head, self.bytes_used):
                 if flags & _KIND != _K_REPORT:
                     continue
                 if self._in_one(b, s):
@@ -199,7 +199,7 @@ class FlashQueue:
             self.ack_overflow += 1
             return False
         else:
-            self._settle(_K_ONE, boot, seq, self._head, 1)
+            self._settle(_K_ONE, boot, seq, self.head, 1)
         return True
 
     # ------------------------------------------------------------ acked state
@@ -226,8 +226,8 @@ class FlashQueue:
         An ack that acks nothing new writes nothing; one that acks the last report removes the log."""
         if not n:
             return
-        if n >= self._count:
-            self._fs.remove(self.path)  # one atomic step, and an idle queue holds no flash
+        if n >= self.count:
+            self.fs.remove(self.path)  # one atomic step, and an idle queue holds no flash
             self._empty()
             return
         room = self.bytes_used + HEADER <= self.max_bytes
@@ -239,15 +239,15 @@ class FlashQueue:
             self._raise_watermark(b, s)
         else:
             self._one.append((b, s))
-        self._count -= n
-        self._head = head
+        self.count -= n
+        self.head = head
         if not room:
             self._compact(0)  # no room for the ack record: drop the acked reports instead
 
     def _empty(self):
         self._one = []
-        self._count = 0
-        self._head = 0
+        self.count = 0
+        self.head = 0
         self.bytes_used = 0
 
     # ------------------------------------------------------------ records on flash
@@ -262,7 +262,7 @@ class FlashQueue:
 
     def _write(self, header, message):
         try:
-            with self._fs.open(self.path, "ab") as f:
+            with self.fs.open(self.path, "ab") as f:
                 f.write(header)
                 if message:
                     f.write(message)
@@ -335,7 +335,7 @@ class FlashQueue:
 
     def _load(self):
         """Rebuild the RAM state from flash, finishing or discarding an interrupted compaction."""
-        fs = self._fs
+        fs = self.fs
         self._empty()
         self._wb = 0  # watermark: every report <= (_wb, _ws) is acked
         self._ws = 0
@@ -370,13 +370,13 @@ class FlashQueue:
                     if not count:
                         head = p
                     count += 1
-        self._count = count
-        self._head = head
+        self.count = count
+        self.head = head
 
     def _plan(self, need):
         """How many of the oldest routine and alarm reports to drop to leave `need` bytes free."""
         live = 0
-        with self._fs.open(self.path, "rb") as f:
+        with self.fs.open(self.path, "rb") as f:
             for p, flags, length, b, s in self._records(f, 0, self.bytes_used):
                 if flags & _KIND == _K_REPORT and not self._acked(b, s):
                     live += HEADER + length
@@ -399,7 +399,7 @@ class FlashQueue:
 
     def _compact(self, need):
         """Rewrite the log with only the unacked reports, leaving room for `need` more bytes."""
-        fs = self._fs
+        fs = self.fs
         drop_routine, drop_alarm = self._plan(need) if need else (0, 0)
         kept = 0
         size = 0
@@ -436,6 +436,6 @@ class FlashQueue:
         self.dropped_routine += drop_routine
         self.dropped_alarm += drop_alarm
         self._one = []
-        self._count = kept
-        self._head = 0
+        self.count = kept
+        self.head = 0
         self.bytes_used = size

@@ -49,8 +49,8 @@ class Deframer:
         self._buf = bytearray(MAX_FRAME)
         self._len = 0
         self._overflow = False
-        self._on_message = on_message
-        self._on_reject = on_reject
+        self.on_message = on_message
+        self.on_reject = on_reject
 
     def feed(self, data):
         buf = self._buf
@@ -63,7 +63,7 @@ class Deframer:
                     self._overflow = True
                 continue
             if self._overflow:
-                self._on_reject(TOO_LARGE)
+                self.on_reject(TOO_LARGE)
             elif self._len:
                 self._deliver(memoryview(buf)[: self._len])
             self._len = 0
@@ -73,6 +73,6 @@ class Deframer:
         try:
             message = decode(body)
         except Reject as e:
-            self._on_reject(e.args[0])
+            self.on_reject(e.args[0])
             return
-        self._on_message(message)
+        self.on_message(message)

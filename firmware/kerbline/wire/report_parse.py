@@ -4,11 +4,15 @@ A device only builds reports (`kerbline.wire.report`) and never loads this modul
 4 KB of bytecode out of its heap.
 """
 from kerbline.wire import cbor
-from kerbline.wire.report import (
-    K_BOOT, K_RECORDS, K_SEQ, K_TIME, K_UPTIME, K_VERSION, L_BASE_NAME, L_BASE_TIME, L_BASE_UNIT, L_BOOL,
-    L_NAME, L_STRING, L_SUM, L_TIME, L_UNIT, L_VALUE, MAX_RECORDS, VERSION,
-)
 from kerbline.wire.reject import BAD_REPORT, BAD_VERSION, TOO_LARGE, Reject
+
+# docs/protocol.md: the report's keys and the SenML CBOR labels (RFC 8428) of its records. The encoder
+# (kerbline.wire.report) keeps its own copies as private consts, which leave no names on a board.
+VERSION = 1
+MAX_RECORDS = 32
+K_VERSION, K_BOOT, K_SEQ, K_TIME, K_UPTIME, K_RECORDS = 1, 2, 3, 4, 5, 6
+L_BASE_NAME, L_BASE_TIME, L_BASE_UNIT = -2, -3, -4
+L_NAME, L_UNIT, L_VALUE, L_STRING, L_BOOL, L_SUM, L_TIME = 0, 1, 2, 3, 4, 5, 6
 
 ALARMS = ("full", "fire", "tilt", "lowbatt", "lamp_fail", "sensor_fault")
 # The value label each registered name must use (docs/protocol.md); other names may use any.

@@ -20,6 +20,9 @@ class Handler:
     def on_ping(self):
         self.ping = True
 
+    def log(self, text):
+        print(text)
+
 
 def main(flash, host, port, key_hex, n):
     port, key, n = int(port), unhexlify(key_hex), int(n)
