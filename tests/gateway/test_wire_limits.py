@@ -143,6 +143,29 @@ def test_outside_the_profile_is_bad_cbor(data: bytes) -> None:
     assert _reason(lambda: decode(data)) == Reason.BAD_CBOR
 
 
+_RECORDS = [{0: "fill", 2: 5}, {0: "dist", 2: 900}]
+
+
+@pytest.mark.parametrize(
+    "report",
+    [
+        pytest.param({True: 1, 2: 1, 3: 1, 4: 1_700_000_000, 6: _RECORDS}, id="true-for-version-key"),
+        pytest.param({1: 1, 2.0: 1, 3: 1, 4: 1_700_000_000, 6: _RECORDS}, id="float-boot-key"),
+        pytest.param({1: 1, 2: 1, 3: 1, 4: 1_700_000_000, 6: [{False: "fill", 2: 5}]}, id="false-name-label"),
+        pytest.param({1: 1, 2: 1, 3: 1, 4: 1_700_000_000, 6: [{0: "fill", 2.0: 5}]}, id="float-value-label"),
+        pytest.param({1: 1, 2: 1, 3: 1, 4: 1_700_000_000, 6: [{0: "fill", 2: 5, 1.0: "/100"}]},
+                     id="float-unit-label"),
+    ],
+)
+def test_report_keys_equal_to_integers_but_not_integers_are_bad_cbor(report: dict[Any, Any]) -> None:
+    """The shape checks compare keys by equality (true == 1, 2.0 == 2); the contract wants unsigned
+    integer keys, so these are outside the profile however well the report is shaped otherwise."""
+    assert _reason(lambda: parse_report(cbor2.dumps(report), DEVICE)) == Reason.BAD_CBOR
+    same_with_int_keys = {int(k): v for k, v in report.items()}
+    same_with_int_keys[6] = [{int(k): v for k, v in r.items()} for r in report[6]]
+    assert parse_report(cbor2.dumps(same_with_int_keys), DEVICE).seq == 1
+
+
 def test_no_tag_number_is_ever_interpreted() -> None:
     """Every tag up to 65535, and some large ones, is refused in a payload: cbor2's built-in decoders
     (datetimes, bignums, sets, shared references, ...) must never run."""
