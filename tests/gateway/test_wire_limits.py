@@ -17,12 +17,15 @@ import pytest
 from gateway.wire import (
     MAX_FRAME,
     MAX_MESSAGE,
+    Command,
     FrameDecoder,
     Reason,
     Rejected,
     build,
     decode_frame,
+    encode_command,
     encode_frame,
+    parse_command,
     parse_report,
     verify,
 )
@@ -207,6 +210,32 @@ def test_build_refuses_what_a_receiver_would_refuse() -> None:
         build("Bad_Id", KEY, PAYLOAD)
     with pytest.raises(ValueError):
         build(DEVICE, KEY, b"\x00" * MAX_MESSAGE)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        pytest.param(Command(1, "ack", {"boot": -1, "seq": 2}), id="negative-boot"),
+        pytest.param(Command(1, "ack", {"boot": 1, "seq": True}), id="bool-seq"),
+        pytest.param(Command(1, "ack", {"boot": 1, "seq": 2.0}), id="float-seq"),
+        pytest.param(Command(1, "ack", {"boot": 1, "seq": 2**63}), id="seq-past-int64"),
+        pytest.param(Command(-1, "ack", {"boot": 1, "seq": 2}), id="negative-cid"),
+        pytest.param(Command(1, "ack", {"boot": 1}), id="missing-seq"),
+        pytest.param(Command(1, "ack", {"boot": 1, "seq": 2, "time": 3}), id="extra-arg"),
+        pytest.param(Command(1, "time", {"time": "now"}), id="text-time"),
+    ],
+)
+def test_encode_command_refuses_ack_and_time_a_device_would_refuse(command: Command) -> None:
+    with pytest.raises(ValueError):
+        encode_command(command)
+
+
+def test_ack_and_time_encode_as_deterministic_cbor() -> None:
+    """Their encoder skips cbor2's canonical pass; the bytes must be what that pass gives."""
+    for command in (Command(1, "ack", {"seq": 2**63 - 1, "boot": 24}), Command(2**32, "time", {"time": 1_700_000_000})):
+        payload = encode_command(command)
+        assert payload == cbor2.dumps(cbor2.loads(payload), canonical=True)
+        assert parse_command(payload) == command
 
 
 # ------------------------------------------------------------------------------------------ framing
