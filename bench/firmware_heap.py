@@ -51,7 +51,7 @@ async def cycle_runs(firmware: Path, config: dict[str, Any], heap_kb: int, rom: 
                 codes = [(await rig.boot(20)).returncode for _ in range(2)]
                 ok = codes == [64, 64] and [(r.boot, r.seq) for r in rig.reports] == [(1, 1), (1, 2)]
             else:
-                killed = (await rig.boot(4)).returncode == -9  # still running when stopped
+                killed = (await rig.boot(4)).timed_out  # still running when stopped
                 ok = killed and len(rig.reports) >= 1
             return ok and not (Path(tmp) / "dev" / "crash.log").exists() and not rig.rejected
         finally:

@@ -82,8 +82,8 @@ class Light:
 def run(app):
     board = app.board
     cfg = app.cfg
-    light = Light(app)  # the sensors' code, then the link's buffers: the order that fragments least (measured)
-    app.poll_link()
+    app.poll_link()  # the link's buffers first, while the heap is in one piece
+    light = Light(app)
     wdt = board.watchdog(cfg["wdt_ms"])
     start = board.ticks_ms()
     sampled = reported = None

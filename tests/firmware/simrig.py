@@ -16,6 +16,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import termios
 import tty
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from tests.harness.micropython import prepare_micropython
 
 KEYS = {"bin-0042": "cd128f3348a040664141d96140729e1b738956419d7b367d4294e99e7e79b1eb",
         "lamp-0117": "2679c1e7ff7de74fcf9f630f5a2ce9fc3d4153b270329e4c5e6c476a48467066"}
+STOP_GRACE_S = 2.0
 BOOT_SCRIPT = """
 g = {"__name__": "__main__"}
 for name in ("boot.py", "main.py"):
@@ -47,6 +49,7 @@ for name in ("boot.py", "main.py"):
 class Boot:
     returncode: int
     output: str
+    timed_out: bool = False  # still running at the timeout: stopped by Ctrl-C (SIGINT), else killed
 
 
 @dataclass
@@ -178,9 +181,16 @@ class SimRig:
             try:
                 out, _ = await asyncio.wait_for(proc.communicate(), timeout)
             except asyncio.TimeoutError:
-                proc.kill()
-                out, _ = await proc.communicate()
-                return Boot(-9, out.decode("utf-8", "replace") + "\n[killed: timeout]")
+                # Ctrl-C first: the firmware hands over to the REPL and the VM exits, flushing its console,
+                # which a kill would lose (the VM's stdout is buffered when it is a pipe)
+                proc.send_signal(signal.SIGINT)
+                try:
+                    out, _ = await asyncio.wait_for(proc.communicate(), STOP_GRACE_S)
+                except asyncio.TimeoutError:
+                    proc.kill()
+                    out, _ = await proc.communicate()
+                return Boot(proc.returncode if proc.returncode is not None else -1,
+                            out.decode("utf-8", "replace") + "\n[stopped: timeout]", timed_out=True)
             return Boot(proc.returncode if proc.returncode is not None else -1, out.decode("utf-8", "replace"))
         finally:
             launch.cleanup()

@@ -121,11 +121,8 @@ class Client:
     ):
         pre = b"kerbline/v1/" + dev.encode() + b"/"
         self.up = pre + b"up"
-        self.down = pre + b"down"
         self.state = pre + b"state"
-        self.host = host
-        self.port = port
-        self.ssl = ssl
+        self._addr = (host, port, ssl)
         self.on_message = on_message
         self.on_ack = on_ack
         user = dev.encode()
@@ -135,7 +132,7 @@ class Client:
         if password:
             body += _str(password.encode() if isinstance(password, str) else password)
         self._connect = _packet(0x10, body)  # holds the password: never logged
-        self._sub = bytearray(_packet(0x82, b"\x00\x00" + _str(self.down) + b"\x01"))
+        self._sub = bytearray(_packet(0x82, b"\x00\x00" + _str(pre + b"down") + b"\x01"))
         self._ka = keepalive * 1000
         self.ack_ms = ack_ms
         self.ping_ms = ping_ms
@@ -143,7 +140,6 @@ class Client:
         self._io = io_ms / 1000
         self.backoff_ms = backoff_ms
         self.backoff_max_ms = backoff_max_ms
-        self.max_packet = max_packet
         self.max_payload = max_payload
         self._rx = bytearray(max_packet + 5)
         self._mv = memoryview(self._rx)
@@ -151,7 +147,6 @@ class Client:
         self._skip = 0
         self._tx = bytearray(5 + 2 + len(self.up) + 2 + max_payload)
         self._ack = bytearray(b"\x40\x02\x00\x00")
-        self.window = window
         self._pid = [0] * window  # 0 = free slot
         self._msg = [None] * window
         self._at = [0] * window
@@ -180,7 +175,7 @@ class Client:
 
     def in_flight(self):
         n = 0
-        for k in range(self.window):
+        for k in range(len(self._pid)):
             if self._pid[k]:
                 n += 1
         return n
@@ -232,7 +227,7 @@ class Client:
             except Exception as e:
                 self._fail(e)
             return 0
-        for k in range(self.window):
+        for k in range(len(self._pid)):
             if not self._pid[k]:
                 break
         else:
@@ -265,18 +260,19 @@ class Client:
         self._st = _WAIT
         self._since = self.now
         self._rxn = self._skip = 0
-        ai = socket.getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM)[0]
-        s = self._s = self._raw = socket.socket(ai[0], ai[1], ai[2])
+        host, port, ssl = self._addr
+        ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
+        s = self._s = raw = socket.socket(ai[0], ai[1], ai[2])
         s.settimeout(self._io)
         s.connect(ai[-1])
-        if self.ssl:
-            s = self._s = self.ssl.wrap_socket(s, server_hostname=self.host)
+        if ssl:
+            s = self._s = ssl.wrap_socket(s, server_hostname=host)
         # CPython's sockets and MicroPython's TLS socket have recv_into/sendall; MicroPython's plain
         # socket has readinto/write instead. MicroPython's TLS socket has no settimeout: the raw
         # socket's timeout governs it.
         self._std = hasattr(s, "recv_into")
         self._rd = s.recv_into if self._std else s.readinto
-        self._to = s if hasattr(s, "settimeout") else self._raw
+        self._to = s if hasattr(s, "settimeout") else raw
         self._send(self._connect, len(self._connect))
 
     def _up(self):
@@ -292,7 +288,7 @@ class Client:
         self._sub[2] = pid >> 8
         self._sub[3] = pid & 0xFF
         self._send(self._sub, len(self._sub))
-        for k in range(self.window):
+        for k in range(len(self._pid)):
             if self._pid[k]:
                 self._send_slot(k)
 
@@ -374,7 +370,7 @@ class Client:
         ):
             self._send(b"\xc0\x00", 2)
             self._ping_at = now
-        for k in range(self.window):
+        for k in range(len(self._pid)):
             if self._pid[k] and ticks_diff(now, self._at[k]) >= self.ack_ms:
                 self._send_slot(k)
 
@@ -423,7 +419,7 @@ class Client:
                     self._bad("bad remaining length")
             else:
                 break  # header not all read yet
-            if rl > self.max_packet:
+            if rl > len(self._rx) - 5:  # max_packet
                 if not self._big(i, j, n, j + rl):
                     break
                 continue  # _big set _skip to the whole packet, consumed from i on
@@ -478,7 +474,7 @@ class Client:
                 self._send(self._ack, 4)
         elif t == 4 and end - j == 2:
             pid = rx[j] << 8 | rx[j + 1]
-            for k in range(self.window):
+            for k in range(len(self._pid)):
                 if self._pid[k] == pid:
                     self._pid[k] = 0
                     self._msg[k] = None
