@@ -1,7 +1,10 @@
 """Faithful devices: a street of real MicroPython processes running the unchanged firmware on the world.
 
 `FaithfulStreet` builds, for each device of a scenario it is given:
-- a key and a flash directory (the compiled firmware and `config.json`, `provision.py`);
+- a key and a flash directory: boot.py, main.py and `config.json` (`provision.py`), as on a board whose
+  MicroPython has a ROM partition; the firmware package itself is one ROMFS image (`ROM_IMAGE` in the run
+  directory, `firmware_build.romfs_image`), built once per street, read-only, that every device mounts at
+  /rom at each boot and runs in place (the runner module says how its heap stays the board's);
 - the device's hardware in the sensor server (`sensor_server.WorldHardware` on the shared `World`, read
   at the paced clock's time), so every reading it takes is the world's, logged in the ground truth;
 - its link: a `SerialLine` (two ptys; the gateway opens `gateway_path`) or a `NetLink` to the broker
@@ -23,11 +26,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from gateway.tools.firmware_build import BuiltFile
+from gateway.tools.firmware_build import SOURCE_ONLY, BuiltFile, romfs_image
 from gateway.wire import Report
 from simulator.devices import provision
 from simulator.devices.runner import DEFAULT_HEAP, DeviceRunner
@@ -40,6 +44,7 @@ from simulator.links.tap import MqttTap, SerialTap, Tap
 from simulator.scenario import DeviceSpec
 from simulator.world import LinkEvent, SimClock, World
 
+ROM_IMAGE = "firmware.romfs"  # in the run directory: the ROM partition every device of the street reads
 LIGHT_SAMPLE_SIM_S = 300.0  # how often, in simulated seconds, a faithful light should sample at best
 
 
@@ -49,6 +54,17 @@ def light_settings(factor: float, report_sim_s: float) -> dict[str, int]:
     return {"sample_s": max(1, min(600, round(LIGHT_SAMPLE_SIM_S / factor))),
             "report_s": max(10, min(86400, round(report_sim_s / factor))),
             "switch_n": 1 if factor >= 60 else 2}
+
+
+def write_rom(path: Path, files: list[BuiltFile]) -> Path:
+    """Write the firmware's ROMFS image to `path`, read-only: the devices share it and only read it (it is
+    written beside and moved in, so a run directory used again gets the new image whole)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    tmp.write_bytes(romfs_image(files))
+    tmp.chmod(0o444)
+    os.replace(tmp, path)
+    return path
 
 
 @dataclass
@@ -65,7 +81,8 @@ class FaithfulDevice:
 
 class FaithfulStreet:
     """The faithful devices of one run. `await start()`, then `await play_faults(until)` (optional),
-    `await stop()`. `gateway_ports` are the serial paths for the gateway's config (known before start)."""
+    `await stop()`. `gateway_ports` are the serial paths for the gateway's config (known before start).
+    `heap` is each device's (the runner module explains it)."""
 
     def __init__(self, world: World, clock: SimClock, run_dir: Path, specs: list[DeviceSpec], *,
                  broker: Broker | None = None, heap: str = DEFAULT_HEAP,
@@ -108,12 +125,14 @@ class FaithfulStreet:
         """Provision every device, open its link, and power it on."""
         await self.server.start()
         files = self._firmware if self._firmware is not None else provision.firmware(self.run_dir / "firmware")
+        rom = write_rom(self.run_dir / ROM_IMAGE, files)
+        on_flash = [f for f in files if f.board_path in SOURCE_ONLY]
         for spec in self.specs:
-            self.devices[spec.id] = await self._add(spec, files)
+            self.devices[spec.id] = await self._add(spec, on_flash, rom)
         for device in self.devices.values():
             self._tasks.append(asyncio.ensure_future(device.runner.run()))
 
-    async def _add(self, spec: DeviceSpec, files: list[BuiltFile]) -> FaithfulDevice:
+    async def _add(self, spec: DeviceSpec, files: list[BuiltFile], rom: Path) -> FaithfulDevice:
         key = self.keys[spec.id]
         tap = Tap(spec.id, bytes.fromhex(key), self._on_report(spec))
         line = net = None
@@ -132,7 +151,7 @@ class FaithfulStreet:
         provision.flash(flash_dir, files, config)
         hardware = WorldHardware(self.world, spec.id, self.clock.now, self._sleep)
         self.server.add_device({k: v for k, v in config.items() if k != "key"}, hardware)
-        runner = DeviceRunner(spec.id, flash_dir, heap=self.heap, on_line=self.on_line,
+        runner = DeviceRunner(spec.id, flash_dir, rom, heap=self.heap, on_line=self.on_line,
                               on_boot_end=line.device_reset if line is not None else None)
         return FaithfulDevice(spec, key, flash_dir, tap, runner, line, net, config)
 

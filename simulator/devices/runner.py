@@ -1,9 +1,12 @@
 """A faithful device's power supply and reset circuit: it runs one MicroPython process per boot, forever.
 
-One boot is `micropython -X heapsize=HEAP device_main.py` run in FLASH_DIR: the unchanged firmware on the
-`sim` board (`firmware/kerbline/board/sim.py`), its paths relative to the flash directory as a board's are
-to its flash root. How the process
-ends says what happens next, as the board's exit codes define it:
+One boot is `micropython -X heapsize=VM_HEAP device_main.py` run in FLASH_DIR: the unchanged firmware on
+the `sim` board (`firmware/kerbline/board/sim.py`), its paths relative to the flash directory as a board's
+are to its flash root. The firmware is deployed as on a board with a ROM partition: the package's `.mpy`
+modules are in a ROMFS image (`ROM`, `gateway.tools.firmware_build.romfs_image`, one file that every
+device of a street reads), which the launcher mounts at /rom before boot.py runs
+(`mpy/rom_partition.py`); the flash directory holds only boot.py, main.py, config.json and the device's
+state. How the process ends says what happens next, as the board's exit codes define it:
 
   64 (deep sleep over)      boot again at once: the wake (the sleep itself was served by the sensor server)
   65 (machine.reset())      boot again at once
@@ -20,9 +23,12 @@ reset-cause note (`/.reset`), so the next boot's reset cause is a power-on. `pow
 `brownout()` is both at once. The flash directory (boot counter, queue, cid, config) is kept, which is the
 point: a cut at any moment must lose nothing that was on flash.
 
-Heap: `DEFAULT_HEAP` is 100 KB, what an ESP32 has free before WiFi and TLS take their share. The unix
-port is a 64-bit build, so the same objects take more of it than on the ESP32's 32-bit heap: the
-firmware's own budget (64 KB, held by its tests) is stricter; this is the board-sized setting.
+Heap: `DEFAULT_HEAP` is 64 KB, the firmware's budget (held by its tests on the same 64-bit unix port,
+where objects take more room than on the ESP32's 32-bit heap, so it is the stricter of the two). On a
+board the ROM's bytecode runs in place in flash; the unix port has to read the image into the VM's heap,
+so the VM is started bigger by the image (`simulator.devices.rom.rom_heap`: `vm_heap`) and the launcher
+takes any surplus as ballast: the program gets exactly the usable heap of a `heap` VM (`app_heap`), no
+more. A firmware that does not fit dies of MemoryError, as it would on the board.
 
 Console: each process's output goes, line by line, to `on_line` and to `console.log` in the flash
 directory's parent (at most `LOG_MAX_BYTES`; lines past it are counted in `log_dropped`), and the last
@@ -41,10 +47,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from simulator.devices.rom import rom_heap
+
 EXIT_DEEPSLEEP = 64
 EXIT_RESET = 65
 LAUNCHER = Path(__file__).resolve().with_name("mpy") / "device_main.py"
-DEFAULT_HEAP = "100k"  # an ESP32 has about 100 KB free before WiFi and TLS (the docstring says more)
+DEFAULT_HEAP = "64k"  # the firmware's budget: the program's usable heap, the ROM image aside (docstring)
 CRASH_PAUSE_S = 1.0
 MAX_CRASHES = 5
 LOG_MAX_BYTES = 1 << 20
@@ -81,14 +89,18 @@ class RunnerStats:
 
 
 class DeviceRunner:
-    """Boots one device's flash directory over and over. `await run()` until `stop()`."""
+    """Boots one device's flash directory, with the ROMFS image `rom` as its ROM partition, over and over.
+    `await run()` until `stop()`."""
 
-    def __init__(self, device_id: str, flash_dir: Path, *, heap: str = DEFAULT_HEAP,
+    def __init__(self, device_id: str, flash_dir: Path, rom: Path, *, heap: str = DEFAULT_HEAP,
                  micropython: Path | None = None, on_line: Callable[[str, str], None] | None = None,
                  on_boot_end: Callable[[], None] | None = None, crash_pause_s: float = CRASH_PAUSE_S) -> None:
         self.device_id = device_id
         self.flash_dir = Path(flash_dir)
+        self.rom = Path(rom).resolve()
         self.heap = heap
+        self.vm_heap, self.app_heap = rom_heap(heap, self.rom)
+        self._env = {**os.environ, "KERBLINE_ROM": str(self.rom), "KERBLINE_APP_HEAP": str(self.app_heap)}
         self.micropython = micropython or micropython_binary()
         self.on_line = on_line
         self.on_boot_end = on_boot_end  # e.g. the serial line flushes the UART's receive buffer
@@ -171,9 +183,9 @@ class DeviceRunner:
         self.state = State.RUNNING
         self.stats.boots += 1
         proc = self._proc = await asyncio.create_subprocess_exec(
-            str(self.micropython), "-X", f"heapsize={self.heap}", str(LAUNCHER),
+            str(self.micropython), "-X", f"heapsize={self.vm_heap}", str(LAUNCHER),
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            cwd=self.flash_dir, start_new_session=True)
+            cwd=self.flash_dir, env=self._env, start_new_session=True)
         assert proc.stdout is not None
         with self._log_path.open("ab") as log:
             while True:

@@ -11,15 +11,17 @@ from typing import Any
 
 import serial
 
-from gateway.tools.firmware_build import BuiltFile, build
+from gateway.tools.firmware_build import SOURCE_ONLY, BuiltFile, build
 from gateway.wire import Command, FrameDecoder, Rejected, Report, decode_serial_report, encode_frame, seal_command
 from simulator.devices import provision
-from simulator.devices.runner import DeviceRunner
+from simulator.devices.faithful import ROM_IMAGE, write_rom
+from simulator.devices.runner import DEFAULT_HEAP, DeviceRunner
 from simulator.devices.sensor_server import BenchHardware, SensorServer
 from simulator.links.serial import SerialLine
 from simulator.scenario import Scenario, builtin_scenario
 
 _FIRMWARE: dict[str, list[BuiltFile]] = {}
+_ROM: dict[str, Path] = {}
 
 
 def firmware(cache: Path) -> list[BuiltFile]:
@@ -27,6 +29,15 @@ def firmware(cache: Path) -> list[BuiltFile]:
     if "set" not in _FIRMWARE:
         _FIRMWARE["set"] = build(cache)
     return _FIRMWARE["set"]
+
+
+def rom(cache: Path) -> Path:
+    """The firmware's ROMFS image (what a street's devices mount at /rom), written once per test session."""
+    if "image" not in _ROM:
+        files = firmware(cache)
+        cache.mkdir(parents=True, exist_ok=True)
+        _ROM["image"] = write_rom(cache / ROM_IMAGE, files)
+    return _ROM["image"]
 
 
 def demo() -> Scenario:
@@ -91,7 +102,7 @@ class BenchDevice:
     device_id: str = "bin-0001"
     hardware: Any = field(default_factory=lambda: BenchHardware(time_scale=0.0))
     settings: dict[str, int] = field(default_factory=dict)
-    heap: str = "128k"
+    heap: str = DEFAULT_HEAP
 
     async def start(self) -> None:
         sc = demo()
@@ -106,9 +117,10 @@ class BenchDevice:
                                               self.server.host, self.server.port, self.settings)
         self.server.add_device({k: v for k, v in self.config.items() if k != "key"}, self.hardware)
         self.flash_dir = self.root / "flash" / self.device_id
-        provision.flash(self.flash_dir, firmware(self.root.parent / "firmware-cache"), self.config)
+        cache = self.root.parent / "firmware-cache"
+        provision.flash(self.flash_dir, [f for f in firmware(cache) if f.board_path in SOURCE_ONLY], self.config)
         self.console: list[str] = []
-        self.runner = DeviceRunner(self.device_id, self.flash_dir, heap=self.heap,
+        self.runner = DeviceRunner(self.device_id, self.flash_dir, rom(cache), heap=self.heap,
                                    on_line=lambda d, text: self.console.append(text),
                                    on_boot_end=self.line.device_reset, crash_pause_s=0.05)
         self.gateway = WireGateway(self.line.gateway_path, self.key)

@@ -6,14 +6,20 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from simulator.devices.runner import MAX_CRASHES, DeviceRunner, State
-from tests.simulator.devices_rig import BenchDevice
+from simulator.devices.rom import heap_bytes
+from simulator.devices.runner import DEFAULT_HEAP, MAX_CRASHES, DeviceRunner, State
+from tests.simulator.devices_rig import BenchDevice, rom
 
 
 def flash_with(root: Path, main: str) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     (root / "main.py").write_text(main)
     return root
+
+
+def runner_for(flash: Path, **kw) -> DeviceRunner:  # type: ignore[no-untyped-def]
+    """A runner on `flash` with the firmware's ROM partition (kept beside the test's folders)."""
+    return DeviceRunner("bin-0001", flash, rom(flash.parent / "firmware-cache"), **kw)
 
 
 async def run_until_idle(runner: DeviceRunner, timeout: float = 30.0) -> None:
@@ -45,7 +51,7 @@ print("boot", n)
 sys.exit((64, 65, 3, 0)[n])  # deep sleep over, machine.reset(), the VM dies, the program ends
 """)
     lines: list[str] = []
-    runner = DeviceRunner("bin-0001", flash, heap="64k", on_line=lambda d, t: lines.append(t), crash_pause_s=0.01)
+    runner = runner_for(flash, on_line=lambda d, t: lines.append(t), crash_pause_s=0.01)
     await run_until_idle(runner)
     s = runner.stats
     assert (s.boots, s.deep_sleeps, s.resets, s.crashes) == (4, 1, 1, 1)
@@ -55,9 +61,30 @@ sys.exit((64, 65, 3, 0)[n])  # deep sleep over, machine.reset(), the VM dies, th
 
 async def test_a_vm_that_keeps_dying_is_left_off(tmp_path: Path) -> None:
     flash = flash_with(tmp_path / "dev", "import sys\nsys.exit(7)\n")
-    runner = DeviceRunner("bin-0001", flash, heap="64k", crash_pause_s=0.01)
+    runner = runner_for(flash, crash_pause_s=0.01)
     await run_until_idle(runner)
     assert runner.state is State.HALTED and runner.stats.crashes == MAX_CRASHES
+
+
+async def test_a_boot_has_the_firmware_in_rom_and_the_budget_heap(tmp_path: Path) -> None:
+    flash = flash_with(tmp_path / "dev", """
+import gc, sys
+import kerbline.wire.cbor as cbor
+print("path", sys.path)
+print("from", cbor.__file__)
+gc.collect()
+print("free", gc.mem_free())
+""")
+    lines: list[str] = []
+    runner = runner_for(flash, on_line=lambda d, t: lines.append(t))
+    await run_until_idle(runner)
+    assert runner.stats.crashes == 0, lines
+    assert lines[0] == "path ['', '.frozen', '/rom', '/rom/lib', 'lib']"
+    assert lines[1] == "from /rom/kerbline/wire/cbor.mpy"  # imported from the ROM, not the flash
+    free = int(lines[2].split()[1])
+    # the VM is bigger by the image, but the program has the usable heap of a 64 KB VM, less what it used
+    assert DEFAULT_HEAP == "64k" and runner.vm_heap > heap_bytes("64k") + runner.rom.stat().st_size
+    assert runner.app_heap - 16384 < free < runner.app_heap <= heap_bytes("64k")
 
 
 async def test_watchdog_kill_boots_again(tmp_path: Path) -> None:
@@ -70,7 +97,7 @@ except OSError:
     os.system("kill -9 $PPID")  # what the sim board's watchdog thread does
 sys.exit(0)
 """)
-    runner = DeviceRunner("bin-0001", flash, heap="64k")
+    runner = runner_for(flash)
     await run_until_idle(runner)
     assert runner.stats.watchdog == 1 and runner.stats.boots == 2
 
@@ -84,7 +111,7 @@ print("up")
 time.sleep(60)
 """)
     lines: list[str] = []
-    runner = DeviceRunner("bin-0001", flash, heap="64k", on_line=lambda d, t: lines.append(t))
+    runner = runner_for(flash, on_line=lambda d, t: lines.append(t))
     task = asyncio.ensure_future(runner.run())
     await until(lambda: lines == ["up"])
     runner.power_cut()

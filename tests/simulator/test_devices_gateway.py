@@ -1,6 +1,7 @@
 """Faithful devices reach the real gateway: one over a pty (the gateway opens it with pyserial), one over
 MQTT (its own connection to the simulator's mosquitto, ACLs and passwords on), both running the unchanged
-firmware on the world, the gateway a real `python -m gateway run` process writing its JSON Lines sink."""
+firmware on the world, deployed as on a board with a ROM partition and at its 64 KB heap budget, the gateway
+a real `python -m gateway run` process writing its JSON Lines sink."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import secrets
 from pathlib import Path
 
 from simulator.devices import provision
-from simulator.devices.faithful import FaithfulStreet
+from simulator.devices.faithful import ROM_IMAGE, FaithfulStreet
 from simulator.links.broker import GATEWAY_USER, Broker
 from simulator.scenario import builtin_scenario
 from simulator.stack import GatewayProcess, MqttAccess
@@ -31,11 +32,13 @@ async def test_a_serial_and_an_mqtt_device_reach_the_gateway(tmp_path: Path) -> 
                                            if s.link == "serial"], batch_window_s=0.05)
     truth = TruthLog(tmp_path / "truth.jsonl")
     street = None
+    console: list[tuple[str, str]] = []
     try:
         await gateway.start()
         world = World(sc, truth)
         street = FaithfulStreet(world, world.clock(paced=True), tmp_path, specs, broker=broker, passwords=passwords,
-                                keys=keys, firmware=firmware(tmp_path / "firmware"))
+                                keys=keys, firmware=firmware(tmp_path / "firmware"),
+                                on_line=lambda device, text: console.append((device, text)))
         await street.start()
         seen: dict[str, set[tuple[int, int]]] = {}
         for _ in range(600):
@@ -54,6 +57,12 @@ async def test_a_serial_and_an_mqtt_device_reach_the_gateway(tmp_path: Path) -> 
         assert stored.get("serial", 0) >= 2 and stored.get("mqtt", 0) >= 2
         for d in street.devices.values():
             assert d.tap.sent >= 2 and d.tap.rejected == {}, d.spec.id
+            # the package is in the street's one ROM image; the flash has the start-up files, config, state
+            assert d.runner.rom == (tmp_path / ROM_IMAGE).resolve()
+            assert not (d.flash_dir / "kerbline").exists()
+            assert {"boot.py", "main.py", "config.json"} <= {p.name for p in d.flash_dir.iterdir()}
+            assert d.runner.heap == "64k" and d.runner.stats.crashes == 0
+        assert [x for x in console if "MemoryError" in x[1] or x[1].startswith("crash:")] == []
     finally:
         if street is not None:
             await street.stop()

@@ -1,12 +1,12 @@
 """Faithful and fleet modes make the same frames for the same inputs.
 
-A faithful bin (the firmware in a 128 KB MicroPython process over a pty) and a fleet bin (the same firmware
-modules in CPython on the FleetBoard) are given the same hardware script, wake by wake: distances,
-temperatures, a lid, a knock-over, a sonar that stops answering, a fire. Each wake's clock reading is an
-input too: the faithful device's clock is the host's (set by a `time` command after its first report), so
-the test reads the time each faithful frame carries and wakes the fleet device at that instant. Every
-frame after the first (the first carries the faithful process's wall-clock uptime) must be byte for byte
-the same: boot, seq, the records with their alarms, the time, and the MAC over all of it.
+A faithful bin (the firmware in a MicroPython process with the 64 KB budget and its package in ROM, over a
+pty) and a fleet bin (the same firmware modules in CPython on the FleetBoard) are given the same hardware
+script, wake by wake: distances, temperatures, a lid, a knock-over, a sonar that stops answering, a fire. Each
+wake's clock reading is an input too: the faithful device's clock is the host's (set by a `time` command after
+its first report), so the test reads the time each faithful frame carries and wakes the fleet device at that
+instant. Every frame after the first (the first carries the faithful process's wall-clock uptime) must be byte
+for byte the same: boot, seq, the records with their alarms, the time, and the MAC over all of it.
 """
 
 from __future__ import annotations
