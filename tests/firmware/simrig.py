@@ -178,19 +178,22 @@ class SimRig:
                                                         start_new_session=True,
                                                         stdout=asyncio.subprocess.PIPE,
                                                         stderr=asyncio.subprocess.STDOUT)
+            assert proc.stdout is not None
+            # read all along: a communicate() cancelled by a timeout would drop what it had read
+            reader = asyncio.ensure_future(proc.stdout.read())
+            timed_out = False
             try:
-                out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+                await asyncio.wait_for(asyncio.shield(proc.wait()), timeout)
             except asyncio.TimeoutError:
-                # Ctrl-C first: the firmware hands over to the REPL and the VM exits, flushing its console,
-                # which a kill would lose (the VM's stdout is buffered when it is a pipe)
+                timed_out = True
+                # Ctrl-C first: the firmware hands over to the REPL and the VM ends its boot cleanly
                 proc.send_signal(signal.SIGINT)
                 try:
-                    out, _ = await asyncio.wait_for(proc.communicate(), STOP_GRACE_S)
+                    await asyncio.wait_for(asyncio.shield(proc.wait()), STOP_GRACE_S)
                 except asyncio.TimeoutError:
                     proc.kill()
-                    out, _ = await proc.communicate()
-                return Boot(proc.returncode if proc.returncode is not None else -1,
-                            out.decode("utf-8", "replace") + "\n[stopped: timeout]", timed_out=True)
-            return Boot(proc.returncode if proc.returncode is not None else -1, out.decode("utf-8", "replace"))
+                    await proc.wait()
+            out = (await reader).decode("utf-8", "replace") + ("\n[stopped: timeout]" if timed_out else "")
+            return Boot(proc.returncode if proc.returncode is not None else -1, out, timed_out)
         finally:
             launch.cleanup()
