@@ -178,22 +178,19 @@ class SimRig:
                                                         start_new_session=True,
                                                         stdout=asyncio.subprocess.PIPE,
                                                         stderr=asyncio.subprocess.STDOUT)
-            assert proc.stdout is not None
-            # read all along: a communicate() cancelled by a timeout would drop what it had read
-            reader = asyncio.ensure_future(proc.stdout.read())
+            talk = asyncio.ensure_future(proc.communicate())  # shielded below: a cancelled one drops what it read
             timed_out = False
             try:
-                await asyncio.wait_for(asyncio.shield(proc.wait()), timeout)
+                await asyncio.wait_for(asyncio.shield(talk), timeout)
             except asyncio.TimeoutError:
                 timed_out = True
                 # Ctrl-C first: the firmware hands over to the REPL and the VM ends its boot cleanly
                 proc.send_signal(signal.SIGINT)
                 try:
-                    await asyncio.wait_for(asyncio.shield(proc.wait()), STOP_GRACE_S)
+                    await asyncio.wait_for(asyncio.shield(talk), STOP_GRACE_S)
                 except asyncio.TimeoutError:
                     proc.kill()
-                    await proc.wait()
-            out = (await reader).decode("utf-8", "replace") + ("\n[stopped: timeout]" if timed_out else "")
+            out = (await talk)[0].decode("utf-8", "replace") + ("\n[stopped: timeout]" if timed_out else "")
             return Boot(proc.returncode if proc.returncode is not None else -1, out, timed_out)
         finally:
             launch.cleanup()

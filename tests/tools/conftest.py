@@ -47,11 +47,12 @@ class Run:
 async def run_cli(*args: str, timeout: float = CLI_TIMEOUT) -> Run:
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "gateway.tools.cli", "device", *args,
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    talk = asyncio.ensure_future(proc.communicate())  # shielded below: a cancelled one drops what it read
     try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+        out, err = await asyncio.wait_for(asyncio.shield(talk), timeout)
     except asyncio.TimeoutError:
         proc.kill()
-        out, err = await proc.communicate()
+        out, err = await talk
         err += b"\n[test: killed after timeout]"
     return Run(proc.returncode if proc.returncode is not None else -1, out.decode(), err.decode())
 
