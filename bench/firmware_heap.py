@@ -19,6 +19,9 @@ plain folder that is the VM's cwd (the firmware's paths are relative, and a boar
 - flash: every .mpy on the writable filesystem, imported into the heap (a stock MicroPython build
   without a ROM partition), for comparison.
 
+Then each kind again with its link over MQTT to a real mosquitto (the firmware's own MQTT 3.1.1 client,
+QoS 1 reports, the `down` subscription), code in ROM.
+
 The unix port is 64-bit: pointers, object headers and qstr pool entries are twice an ESP32's, so these
 figures overstate an ESP32's need (docs/firmware.md, "Memory").
 """
@@ -32,6 +35,7 @@ from typing import Any
 
 from gateway.tools.firmware_build import build, mpy_size, romfs_image
 from simulator.devices.sensor_server import BenchHardware
+from simulator.links.broker import Broker
 from tests.firmware.simrig import KEYS, SimRig
 
 BUDGET_KB = 64
@@ -41,10 +45,11 @@ LIGHT = {"id": "lamp-0117", "kind": "light", "key": KEYS["lamp-0117"], "sample_s
          "pins": {"scl": 22, "sda": 21, "ldr": 35, "relay": 25, "pwm": 26, "volt": 32, "curr": 33}}
 
 
-async def cycle_runs(firmware: Path, config: dict[str, Any], heap_kb: int, rom: bool) -> bool:
+async def cycle_runs(firmware: Path, config: dict[str, Any], heap_kb: int, rom: bool,
+                     broker: tuple[str, int] | None) -> bool:
     with tempfile.TemporaryDirectory() as tmp:
         rig = SimRig(Path(tmp) / "dev", firmware, json.loads(json.dumps(config)), BenchHardware(time_scale=0.001),
-                     heap=f"{heap_kb}k", rooted=False, rom=rom)
+                     heap=f"{heap_kb}k", rooted=False, rom=rom, broker=broker)
         await rig.start()
         try:
             if config["kind"] == "bin":
@@ -58,13 +63,14 @@ async def cycle_runs(firmware: Path, config: dict[str, Any], heap_kb: int, rom: 
             await rig.close()
 
 
-async def smallest_heap(firmware: Path, config: dict[str, Any], rom: bool) -> int:
+async def smallest_heap(firmware: Path, config: dict[str, Any], rom: bool,
+                        broker: tuple[str, int] | None = None) -> int:
     low, high = 32, 192
-    if not await cycle_runs(firmware, config, high, rom):
+    if not await cycle_runs(firmware, config, high, rom, broker):
         raise RuntimeError(f"the {config['kind']} cycle does not run even in {high} KB")
     while high - low > 1:
         mid = (low + high) // 2
-        if await cycle_runs(firmware, config, mid, rom):
+        if await cycle_runs(firmware, config, mid, rom, broker):
             high = mid
         else:
             low = mid
@@ -85,6 +91,15 @@ async def main() -> None:
             flash_kb = await smallest_heap(firmware, config, rom=False)
             print(f"{'':5} the same with every .mpy on the flash filesystem (imported into the heap): "
                   f"{flash_kb} KB ({flash_kb / kb:.2f} x)")
+        broker = Broker(Path(tmp) / "broker", acl=False)
+        broker.start()
+        try:
+            for config in (BIN, LIGHT):
+                kb = await smallest_heap(firmware, config, rom=True, broker=(broker.host, broker.port))
+                print(f"{config['kind']:5} full cycle over MQTT (mosquitto, QoS 1), code in ROM: runs in {kb} KB "
+                      f"of heap ({kb / BUDGET_KB:.2f} x the budget)")
+        finally:
+            broker.stop()
 
 
 if __name__ == "__main__":
