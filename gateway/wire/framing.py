@@ -76,8 +76,14 @@ class FrameDecoder:
             if end < 0:
                 self._extend(view[start:], results)
                 return results
-            self._extend(view[start:end], results)
-            self._close(results)
+            if self._body or self._dropping or end - start > MAX_FRAME:
+                self._extend(view[start:end], results)
+                self._close(results)
+            elif end > start:  # a whole frame inside `data`, the usual case: no copy into the buffer
+                try:
+                    results.append(decode_frame(data[start:end]))
+                except Rejected as rejection:
+                    results.append(rejection)
             start = end + 1
 
     def _extend(self, chunk: memoryview, results: list[bytes | Rejected]) -> None:
