@@ -182,14 +182,15 @@ class SerialPort:
         if not data:
             self._lose("end of file (device gone)")
             return
-        self.last_rx = time.time()
+        arrival = time.time_ns()  # every frame of this read had arrived by now
+        self.last_rx = arrival / 1e9
         batch: list[Received] = []
         settles: list[tuple[str, AckPoint, Entry]] = []
         for item in self._decoder.feed(data):
             if isinstance(item, Rejected):
                 self._framing_error(item)
             else:
-                self._message(item, batch, settles)
+                self._message(item, arrival, batch, settles)
         if batch:  # one commit and one callback for the reports of this read, settled in stream order
             self._inflight.add(len(batch))
             self.verifier.store_many(batch, "serial", partial(self._stored, settles))
@@ -201,9 +202,9 @@ class SerialPort:
         self.verifier.metrics.reject(rejection.reason, "serial")
         self.verifier.rejections.record(rejection.reason.value, self.device, "serial", self.source, rejection.detail)
 
-    def _message(self, message: bytes, batch: list[Received], settles: list[tuple[str, AckPoint, Entry]]) -> None:
+    def _message(self, message: bytes, arrival: int, batch: list[Received],
+                 settles: list[tuple[str, AckPoint, Entry]]) -> None:
         self.frames += 1
-        arrival = time.time_ns()
         report = self.verifier.check_serial(message, self.source)
         if report is None:
             # a good CRC: the device sent exactly this; the ack may pass over it (see serial_ack.py)

@@ -239,8 +239,12 @@ class Spool:
 def _pending(device: str, boot: int, seq: int, readings: Sequence[Reading], raw: bytes, arrival_ns: int,
              time_s: float, time_estimated: bool, uptime: int | None) -> Pending:
     encoded = encode_readings(readings)
-    return Pending(device, boot, seq, arrival_ns, round(time_s * 1e6), time_estimated, uptime, has_alarm(readings),
-                   len(readings), encoded, raw, len(encoded) + len(raw) + ROW_OVERHEAD)
+    # tuple.__new__ skips the named tuple's Python-level __new__: this runs for every report
+    return _new_tuple(Pending, (device, boot, seq, arrival_ns, round(time_s * 1e6), time_estimated, uptime,
+                                has_alarm(readings), len(readings), encoded, raw, len(encoded) + len(raw) + ROW_OVERHEAD))
+
+
+_new_tuple = tuple.__new__
 
 
 async def _only(batch: Awaitable[list[SubmitResult]]) -> SubmitResult:

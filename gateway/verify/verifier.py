@@ -129,19 +129,24 @@ class Verifier:
         if exc is not None:
             self._none_stored(submissions, link, exc, done)
             return
-        outcome = self._outcome
-        done([outcome(report, link, source, time_s, estimated, arrival_ns, result)
-              for (report, _, arrival_ns, time_s, estimated), (_, _, source, _), result
-              in zip(submissions, batch, future.result())])
+        stored, observers = SubmitResult.STORED, self.observers
+        answers: list[SubmitResult | None] = []
+        count = 0
+        for (report, _, arrival_ns, time_s, estimated), (_, _, source, _), result in zip(submissions, batch,
+                                                                                           future.result()):
+            if result is stored:  # the usual answer, handled here rather than in a call per report
+                count += 1
+                for observer in observers:
+                    observer(report, link, source, time_s, estimated, arrival_ns)
+                answers.append(result)
+            else:
+                answers.append(self._not_new(report, link, source, result))
+        self.metrics.stored[link] += count
+        done(answers)
 
-    def _outcome(self, report: Report, link: str, source: str, time_s: float, estimated: bool, arrival_ns: int,
-                 result: SubmitResult) -> SubmitResult | None:
-        """Count (and observe) one committed report; the result to act on (None: do not acknowledge)."""
-        if result is SubmitResult.STORED:
-            self.metrics.stored[link] += 1
-            for observer in self.observers:
-                observer(report, link, source, time_s, estimated, arrival_ns)
-            return result
+    def _not_new(self, report: Report, link: str, source: str, result: SubmitResult) -> SubmitResult | None:
+        """Count one committed report the spool did not store as new; the result to act on (None: do not
+        acknowledge)."""
         if result is SubmitResult.DUPLICATE:
             self.metrics.reject(Reason.DUPLICATE, link)
             self.rejections.record(Reason.DUPLICATE.value, report.device, link, source,
