@@ -3,7 +3,7 @@
 One boot is `micropython -X heapsize=VM_HEAP device_main.py` run in FLASH_DIR: the unchanged firmware on
 the `sim` board (`firmware/kerbline/board/sim.py`), its paths relative to the flash directory as a board's
 are to its flash root. The firmware is deployed as on a board with a ROM partition: the package's `.mpy`
-modules are in a ROMFS image (`ROM`, `gateway.tools.firmware_build.romfs_image`, one file that every
+modules are in a ROMFS image (`rom`, `gateway.tools.firmware_build.romfs_image`, one file that every
 device of a street reads), which the launcher mounts at /rom before boot.py runs
 (`mpy/rom_partition.py`); the flash directory holds only boot.py, main.py, config.json and the device's
 state. How the process ends says what happens next, as the board's exit codes define it:

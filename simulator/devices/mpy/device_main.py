@@ -1,6 +1,7 @@
 # The first code a faithful device's MicroPython process runs (unix port; MicroPython code, not firmware):
 #   cd FLASH_DIR && KERBLINE_ROM=IMAGE KERBLINE_APP_HEAP=N micropython -X heapsize=VM_HEAP device_main.py
-# (the environment, not argv: the unix port aborts on a command-line argument of 256 bytes or more).
+# (the environment, not argv: the unix port interns argv as qstrs, on the heap, and aborts on an
+# argument of 256 bytes or more).
 # First of all, as a ROMFS-enabled board's start-up does, the ROM partition: IMAGE (the firmware package's
 # .mpy modules, one file every device of a street reads) is read and mounted at /rom by rom_partition.py
 # (beside this file: sys.path[0] until it is replaced), which leaves the program exactly N bytes of usable
