@@ -1,7 +1,7 @@
 """`kerbline-sim`: run a scenario against a real broker and gateway, watch it, get a report.
 
     kerbline-sim run SCENARIO [--duration 6h] [--time-factor 720] [--keep-running] [--run-dir DIR]
-                              [--mode faithful|fleet] [--stepped] [--shared N] [--heap 128k] [--plain]
+                              [--mode faithful|fleet] [--stepped] [--shared N] [--heap 64k] [--plain]
                               [--no-check]
     kerbline-sim check SCENARIO          read and check a scenario file, print what it builds
 

@@ -6,9 +6,9 @@ What a technician does with a real board, done for a simulated one:
   the wiring and calibration of the hardware the world simulates, so the firmware's numbers mean the
   world's numbers: a bin's sonar sits `mount_offset_mm` above the full level of a `depth_mm` deep bin
   (`BinParams`), a streetlight reports every `interval_s` (`LightParams`) in its site's civil time;
-- the flash directory (`flash()`): the compiled firmware (`gateway.tools.firmware_build.build`, the
-  `.mpy` set a board runs, built once into a cache folder) plus `config.json`, as `mpremote fs cp` would
-  leave it;
+- the flash directory (`flash()`): the files it is given plus `config.json`, as `kerbline device flash`
+  would leave it; a faithful street gives boot.py and main.py, and the `kerbline` package goes into the
+  street's ROMFS image (`simulator/devices/faithful.py`), as on a board with a ROM partition;
 - the gateway's device registry (`registry_toml()`), the one file both sides share.
 
 Pins are the reference wiring of docs/firmware.md's bin and streetlight boards; the sensor server maps
@@ -81,8 +81,8 @@ def firmware(cache_dir: Path) -> list[BuiltFile]:
 
 
 def flash(flash_dir: Path, files: Iterable[BuiltFile], config: Mapping[str, Any]) -> None:
-    """Write a device's flash directory: the firmware set and its config.json. State files that are
-    already there (boot counter, queue, cid) are kept, as re-flashing the code keeps a board's data."""
+    """Write a device's flash directory: `files` and its config.json. State files that are already there
+    (boot counter, queue, cid) are kept, as re-flashing the code keeps a board's data."""
     flash_dir.mkdir(parents=True, exist_ok=True)
     for f in files:
         target = flash_dir / f.board_path
