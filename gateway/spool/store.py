@@ -26,8 +26,8 @@ _READ_CHUNK = 256
 _COLUMNS = 13
 # Rows per INSERT statement: one statement is one sqlite3_step, so the thread gives the GIL up (and has
 # to win it back from the event loop) once per statement instead of once per row, and the per-row
-# overhead of executemany goes. 13 * 500 bound values stay below SQLite's limit of 32766.
-_ROWS_PER_INSERT = 500
+# overhead of executemany goes. 13 * 512 bound values stay below SQLite's limit of 32766.
+_ROWS_PER_INSERT = 512
 
 
 class Pending(NamedTuple):
@@ -334,12 +334,18 @@ class SpoolStore:
 
 
 def _insert_rows(conn: sqlite3.Connection, insert: str, columns: int, rows: Sequence[tuple[object, ...]]) -> None:
-    """`insert` ("INSERT INTO t") for many rows, in multi-row statements."""
-    for start in range(0, len(rows), _ROWS_PER_INSERT):
-        chunk = rows[start:start + _ROWS_PER_INSERT]
-        conn.execute(_values_sql(insert, columns, len(chunk)), [value for row in chunk for value in row])
+    """`insert` ("INSERT INTO t") for many rows, in multi-row statements of a power-of-two number of rows
+    (53 rows: 32 + 16 + 4 + 1). Groups come in every size; a statement per size would have SQLite parse
+    and plan a new statement for most of them (the connection caches 128), while ten sizes per table
+    stay prepared: about 1 us per report less with group sizes spread over 1..150."""
+    start, count = 0, len(rows)
+    while start < count:
+        size = min(_ROWS_PER_INSERT, 1 << ((count - start).bit_length() - 1))
+        chunk = rows[start:start + size]
+        conn.execute(_values_sql(insert, columns, size), [value for row in chunk for value in row])
+        start += size
 
 
-@functools.lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=32)  # ten sizes for each of the two tables written this way
 def _values_sql(insert: str, columns: int, rows: int) -> str:
     return f"{insert} VALUES " + ",".join(["(" + ",".join("?" * columns) + ")"] * rows)

@@ -111,6 +111,21 @@ async def test_a_batch_commits_together_and_answers_in_its_order(tmp_path: Path)
     assert [row[2] for row in stored_rows(tmp_path / "spool.db")] == [1, 2, 3]
 
 
+@pytest.mark.parametrize("size", [1, 3, 53, 512, 1300])
+async def test_a_group_of_any_size_is_stored_whole_and_in_order(tmp_path: Path, size: int) -> None:
+    """Inserts go in statements of power-of-two sizes (1300 = 512 + 512 + 256 + 16 + 4): every report
+    lands, once, in submit order, and so do the dedup windows of devices spread over the group."""
+    batch = [(bin_report(f"bin-{seq % 70:04d}", 1, seq // 70 + 1), RAW, 1, float(BASE_TIME), False)
+             for seq in range(size)]
+    async with Spool(config(tmp_path)) as spool:
+        assert await spool.submit_many(batch) == [SubmitResult.STORED] * size
+        assert await spool.submit_many(batch) == [SubmitResult.DUPLICATE] * size
+    rows = stored_rows(tmp_path / "spool.db")
+    assert [(device, boot, seq) for device, boot, seq, _ in rows] == [(r.device, r.boot, r.seq) for r, *_ in batch]
+    async with Spool(config(tmp_path)) as spool:  # the dedup windows were written too
+        assert await spool.submit_many(batch) == [SubmitResult.DUPLICATE] * size
+
+
 async def test_a_batch_larger_than_group_max_is_not_split(tmp_path: Path) -> None:
     async with Spool(config(tmp_path, group_max=4, group_wait_s=0.05)) as spool:
         big = spool.submit_many([(bin_report("bin-0042", 1, seq), RAW, 1, float(BASE_TIME), False)
