@@ -16,33 +16,36 @@ What cannot be the firmware's here is everything tied to a process of its own: t
 - RTC memory is a bytes attribute; the watchdog is a no-op (nothing can hang between two awaits here);
   deep sleep and reset are the fleet's scheduling, not process exits, so they raise `FleetBoard.Exit`.
 
-The request handler is `SensorServer._handle` (and, for requests whose arguments are all integers, its
-per-op part `_op`, which skips printing the numbers only to parse them back): its coroutine completes
-without suspending for every request except `sleep` (which the fleet never sends), so one `send(None)`
-drives it.
+The request handler is `SensorServer._handle`, reached with the line the board would send. The requests
+a device makes at every sample go to the handler's own per-request parts instead, with the board's
+arguments as they are, which skips printing the numbers only to parse them back (ask() is the fleet's
+innermost loop: about ten of them per report): requests whose arguments are all integers to `_op`, an I2C
+write to `_i2c_write` (the hex the board wrote, decoded as `_handle` decodes it). Anything those parts
+refuse is asked again as a line through `_handle`, which counts and answers the refusal. `_op` is a
+coroutine that completes without suspending for every request except `sleep` (which the fleet never
+sends), so one `send(None)` drives it.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Coroutine, Sequence
 
 from kerbline.board import DEEPSLEEP, POWER, SOFT
 from kerbline.board.sim import Board
 from simulator.devices.sensor_server import NoReading, SensorServer
 
 
-_NUMERIC = frozenset({"echo", "i2cr", "adc", "temp", "pin", "relay", "pwm"})  # requests with integer arguments
-_OP_OF: dict[str, str] = {}  # request format -> its op (the board has a handful of formats)
+_OP = 0  # served by the handler's per-op part (integer arguments)
+_I2C_WRITE = 1  # served by its I2C write part
+_LINE = 2  # served as a request line
+_DIRECT = {"echo": _OP, "i2cr": _OP, "adc": _OP, "temp": _OP, "pin": _OP, "relay": _OP, "pwm": _OP,
+           "i2cw": _I2C_WRITE}
+_ROUTE: dict[str, tuple[str, int]] = {}  # request format -> (its op, how it is served); the board has a handful
 
 
-def _run(coro: Any) -> str:
-    """Drive a request handler's coroutine to its reply: it completes without suspending."""
-    try:
-        coro.send(None)
-    except StopIteration as done:
-        return str(done.value)
-    coro.close()
-    raise OSError(5)  # a request that would wait (sleep) is not served in-process
+def _route(fmt: str) -> tuple[str, int]:
+    op = fmt.split(" ", 1)[0]
+    return op, _DIRECT.get(op, _LINE)
 
 
 class _Watchdog:
@@ -64,6 +67,9 @@ class FleetBoard(Board):
     def __init__(self, server: SensorServer, device_id: str) -> None:  # no super().__init__: no process, no files
         self._server = server
         self._device = server.devices[device_id]
+        # the handler's parts, bound once; `_op` only indexes its argument list, so the board's tuple does
+        self._op: Callable[[Any, str, Sequence[int]], Coroutine[Any, Any, str]] = server._op  # type: ignore[assignment]
+        self._i2c_write = server._i2c_write
         self._cause = POWER
         self._wake: str | None = None
         self._dog = _Watchdog()
@@ -74,18 +80,42 @@ class FleetBoard(Board):
 
     # --- the sensor server, in-process
     def ask(self, fmt: str, *args: Any) -> bytes:
-        op = _OP_OF.get(fmt)
-        if op is None:
-            op = _OP_OF[fmt] = fmt.split(" ", 1)[0]
-        if op in _NUMERIC:  # the handler's own per-op code, without printing and re-parsing the numbers
+        route = _ROUTE.get(fmt)
+        if route is None:
+            route = _ROUTE[fmt] = _route(fmt)
+        op, how = route
+        if how == _OP:
+            coro = self._op(self._device, op, args)
             try:
-                reply = _run(self._server._op(self._device, op, list(args)))
+                coro.send(None)
+            except StopIteration as done:
+                return done.value.encode()  # type: ignore[no-any-return]
             except NoReading:
-                reply = "nack" if op == "i2cr" else "none"
-            except Exception:  # a request the server refuses: its handler counts and answers it
-                reply = _run(self._server._handle(self._device, (fmt % args).split()))
+                return b"nack" if op == "i2cr" else b"none"
+            except Exception:  # noqa: BLE001  refused: asked again as a line, which the handler counts
+                pass
+            else:
+                coro.close()
+                raise OSError(5)  # a request that would wait (sleep) is not served in-process
+        elif how == _I2C_WRITE:
+            try:
+                data = bytes.fromhex(args[1])
+            except (IndexError, TypeError, ValueError):  # refused: asked again as a line
+                pass
+            else:
+                return self._i2c_write(self._device, args[0], data).encode()
+        return self._ask_line(fmt % args)
+
+    def _ask_line(self, line: str) -> bytes:
+        """The request as the line the board sends, through the handler as the TCP server runs it."""
+        coro = self._server._handle(self._device, line.split())
+        try:
+            coro.send(None)
+        except StopIteration as done:
+            reply: str = done.value
         else:
-            reply = _run(self._server._handle(self._device, (fmt % args).split()))
+            coro.close()
+            raise OSError(5)
         if reply.startswith("err"):
             raise OSError(5)
         return reply.encode()
