@@ -22,10 +22,10 @@ Differences from a faithful device, on purpose:
 
 from __future__ import annotations
 
-import collections
+import itertools
 import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from kerbline import bin_cycle, persist
 from kerbline.app import App
@@ -48,14 +48,18 @@ def firmware_for_cpython() -> None:
 
 
 class MemQueue:
-    """Reports waiting for their PUBACK, oldest first, bounded by `max_bytes` of messages plus headers."""
+    """Reports waiting for their PUBACK, oldest first, bounded by `max_bytes` of messages plus headers.
+
+    `(boot, seq)` -> message in insertion order, the alarms' keys in a set of their own: the link side
+    reads the oldest entries as they are stored (`oldest`), with no tuple made per look."""
 
     HEADER = 14  # what each report costs in the flash queue besides its message
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.bytes_used = 0
-        self._items: collections.OrderedDict[tuple[int, int], tuple[bytes, bool]] = collections.OrderedDict()
+        self._items: dict[tuple[int, int], bytes] = {}
+        self._alarms: set[tuple[int, int]] = set()
         self.dropped_routine = 0
         self.dropped_alarm = 0
 
@@ -66,37 +70,45 @@ class MemQueue:
         size = len(message) + self.HEADER
         while self._items and self.bytes_used + size > self.max_bytes:
             self._drop_one()
-        self._items[(boot, seq)] = (message, is_alarm)
+        key = (boot, seq)
+        self._items[key] = message
+        if is_alarm:
+            self._alarms.add(key)
         self.bytes_used += size
 
     def _drop_one(self) -> None:
-        victim = next((k for k, (_, alarm) in self._items.items() if not alarm), None)
+        alarms = self._alarms
+        victim = next((k for k in self._items if k not in alarms), None)
         if victim is None:
             victim = next(iter(self._items))
             self.dropped_alarm += 1
         else:
             self.dropped_routine += 1
-        message, _ = self._items.pop(victim)
+        self.ack_key(victim)
+
+    def ack_key(self, key: tuple[int, int]) -> bool:
+        """Take (boot, seq) off the queue; False when it is not there (acked before, or dropped)."""
+        message = self._items.pop(key, None)
+        if message is None:
+            return False
+        self._alarms.discard(key)
         self.bytes_used -= len(message) + self.HEADER
+        return True
+
+    def oldest(self, n: int) -> Iterator[tuple[tuple[int, int], bytes]]:
+        """The `n` oldest ((boot, seq), message), oldest first."""
+        return itertools.islice(self._items.items(), n)
 
     def peek(self, n: int) -> list[tuple[int, int, bool, bytes]]:
-        out: list[tuple[int, int, bool, bytes]] = []
-        for (boot, seq), (message, alarm) in self._items.items():
-            if len(out) >= n:
-                break
-            out.append((boot, seq, alarm, message))
-        return out
+        """The `n` oldest as the flash queue's peek gives them: (boot, seq, is_alarm, message)."""
+        return [(key[0], key[1], key in self._alarms, message) for key, message in self.oldest(n)]
 
     def newest(self, n: int) -> list[bytes]:
         """The last `n` messages appended (still queued), oldest first."""
-        return [m for m, _ in list(self._items.values())[-n:]] if n > 0 else []
+        return list(itertools.islice(reversed(self._items.values()), n))[::-1] if n > 0 else []
 
     def ack_one(self, boot: int, seq: int) -> bool:
-        item = self._items.pop((boot, seq), None)
-        if item is None:
-            return False
-        self.bytes_used -= len(item[0]) + self.HEADER
-        return True
+        return self.ack_key((boot, seq))
 
 
 class FleetApp(App):
@@ -157,6 +169,7 @@ class FleetDevice:
         self.powered = True
         self.in_flight: dict[tuple[int, int], bytes] = {}
         self.battery: Any = None  # the bin's world model, charged for each report's radio time
+        self.link: Any = None  # the fleet's connection that carries it (None: a fleet without a broker)
 
     # ------------------------------------------------------------------ power
 
@@ -227,22 +240,30 @@ class FleetDevice:
 
     def take(self) -> list[tuple[int, int, bytes]]:
         """Queued reports not yet in flight, oldest first, up to the window; they are in flight after this."""
-        room = WINDOW - len(self.in_flight)
-        if room <= 0 or len(self.queue) <= len(self.in_flight):
-            return []
+        in_flight = self.in_flight
+        room = WINDOW - len(in_flight)
         out: list[tuple[int, int, bytes]] = []
-        for boot, seq, _alarm, message in self.queue.peek(WINDOW):
-            if (boot, seq) in self.in_flight:
-                continue
-            self.in_flight[(boot, seq)] = message
-            out.append((boot, seq, message))
-            if len(out) >= room:
-                break
+        if room <= 0:
+            return out
+        for key, message in self.queue.oldest(WINDOW):
+            if key not in in_flight:
+                in_flight[key] = message
+                out.append((key[0], key[1], message))
+                if len(out) >= room:
+                    break
         return out
 
-    def acked(self, boot: int, seq: int) -> None:
-        self.in_flight.pop((boot, seq), None)
-        self.queue.ack_one(boot, seq)
+    def acked(self, boot: int, seq: int) -> bool:
+        """The PUBACK for (boot, seq): it leaves the queue. Whether it was in flight (a power cut or a lost
+        connection forgets what was; a late PUBACK still takes the report off the queue)."""
+        key = (boot, seq)
+        was = self.in_flight.pop(key, None) is not None
+        self.queue.ack_key(key)
+        return was
+
+    def waiting(self) -> bool:
+        """Reports queued beyond those in flight (something for the link to take)."""
+        return len(self.queue) > len(self.in_flight)
 
     def link_lost(self) -> None:
         """The connection dropped: what was in flight is still queued and goes again once it is back."""

@@ -114,12 +114,11 @@ class Fleet:
         self.stats = FleetStats()
         self.server = SensorServer()
         self.devices: dict[str, FleetDevice] = {}
-        self._heap: list[tuple[float, int, int, str, Any]] = []
+        self._heap: list[tuple[float, int, int, FleetDevice]] = []  # (t, kind, order, device)
         self._order = itertools.count()
         self._links: list[_Link] = []
-        self._link_of: dict[str, _Link] = {}
         self._net_down: set[str] = set()
-        self._ready: set[str] = set()  # devices with queued reports that may be publishable
+        self._ready: set[FleetDevice] = set()  # devices with queued reports that may be publishable
         self._outstanding = 0
         self._room = asyncio.Event()
         self._room.set()
@@ -150,13 +149,13 @@ class Fleet:
             for i, device in enumerate(self.devices.values()):
                 link = self._links[i % self.shared]
                 link.devices.append(device)
-                self._link_of[device.id] = link
+                device.link = link
         else:
             for device in self.devices.values():
                 link = _Link(self, device.id)
                 link.devices.append(device)
                 self._links.append(link)
-                self._link_of[device.id] = link
+                device.link = link
         gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
 
         async def one(link: _Link) -> None:
@@ -167,7 +166,7 @@ class Fleet:
 
     async def _open(self, link: _Link) -> bool:
         conn = MqttConnection(self._on_ack, self._on_message, lambda exc: self._on_lost(link, conn),
-                              max_inflight=65535 if self.shared else 16)
+                              max_inflight=65535 if self.shared else 16, autoflush=False)
         try:
             if self.shared:
                 await conn.open(self.host, self.port, link.name, FLEET_USER, self.fleet_password, self.keepalive)
@@ -185,8 +184,7 @@ class Fleet:
             return False
         link.conn = conn
         link.up = True
-        for device in link.devices:
-            self._ready.add(device.id)
+        self._ready.update(link.devices)
         return True
 
     def _on_lost(self, link: _Link, conn: MqttConnection) -> None:
@@ -237,16 +235,15 @@ class Fleet:
 
     # ------------------------------------------------------------------ MQTT callbacks
 
-    def _on_ack(self, token: Any) -> None:
-        device_id, boot, seq = token
-        device = self.devices[device_id]
-        if (boot, seq) in device.in_flight:
+    def _on_ack(self, token: tuple[FleetDevice, int, int]) -> None:
+        device, boot, seq = token
+        if device.acked(boot, seq):
             self._outstanding -= 1
             self.stats.acked += 1
-        device.acked(boot, seq)
-        self._ready.add(device_id)
-        if self._outstanding < self.max_outstanding:
-            self._room.set()
+            if self._outstanding < self.max_outstanding and not self._room.is_set():
+                self._room.set()
+        if device.waiting():
+            self._ready.add(device)
 
     def _on_message(self, topic: bytes, payload: bytes) -> None:
         parts = topic.split(b"/")
@@ -264,63 +261,80 @@ class Fleet:
             self.stats.commands[op] += 1
             if op == "reboot" and device.app.reboot:
                 device.app.reboot = False
-                self._push(device.now, POWER_ON, device.id, None)
+                self._push(device.now, POWER_ON, device)
 
     # ------------------------------------------------------------------ publishing
 
     def pump(self) -> None:
-        """Publish what the ready devices have queued, as far as windows and connections allow."""
+        """Publish what the ready devices have queued, as far as windows and connections allow, then write
+        out each connection that got something (one write per connection per pump)."""
         ready, self._ready = self._ready, set()
-        for device_id in ready:
-            device = self.devices[device_id]
-            link = self._link_of.get(device_id)  # None: not connected (a fleet stepped without a broker)
-            if link is None or not link.up or link.conn is None or device_id in self._net_down or not device.powered:
+        written: set[MqttConnection] = set()
+        net_down = self._net_down
+        published = 0
+        for device in ready:
+            link = device.link  # None: not connected (a fleet stepped without a broker)
+            if link is None or not device.powered or device.id in net_down:
+                continue
+            conn = link.conn
+            if conn is None:
                 continue
             topic = device.up_topic
             for boot, seq, message in device.take():
-                if not link.conn.publish(topic, message, (device_id, boot, seq)):
+                if not conn.publish(topic, message, (device, boot, seq)):
                     device.in_flight.pop((boot, seq), None)
-                    self._ready.add(device_id)
+                    self._ready.add(device)
                     break
-                self._outstanding += 1
-                self.stats.published += 1
+                published += 1
+                written.add(conn)
+        for conn in written:
+            conn.flush()
+        self._outstanding += published
+        self.stats.published += published
         if self._outstanding >= self.max_outstanding:
             self._room.clear()
 
     # ------------------------------------------------------------------ simulation
 
-    def _push(self, t: float, kind: int, device_id: str, data: Any) -> None:
-        heapq.heappush(self._heap, (t, kind, next(self._order), device_id, data))
+    def _push(self, t: float, kind: int, device: FleetDevice) -> None:
+        heapq.heappush(self._heap, (t, kind, next(self._order), device))
 
     def start(self) -> None:
         """Power every device on at the scenario's start and schedule its faults."""
         t0 = self.world.scenario.start
         for device_id, device in self.devices.items():
             device.power_on(t0, self.clocks_set)
-            self._push(t0, STEP, device_id, None)
+            self._push(t0, STEP, device)
             nxt = self.world.faults.device(device_id).peek()
             if nxt < math.inf:
-                self._push(nxt, FAULT, device_id, None)
+                self._push(nxt, FAULT, device)
 
     async def run(self, until: float, on_batch: Callable[[], None] | None = None) -> None:
-        """Play every event up to simulated time `until` (stepped: as fast as possible; paced: on time)."""
+        """Play every event up to simulated time `until` (stepped: as fast as possible; paced: on time).
+        Events go in batches of BATCH, each followed by a pump and a turn of the event loop; a stepped
+        clock moves once per batch, to the batch's last instant (nothing reads it within a batch)."""
         heap = self._heap
+        clock = self.clock
+        paced = clock.paced
+        pop = heapq.heappop
+        handle = self._handle
         while heap and heap[0][0] <= until and not self._closing:
-            if self.clock.paced:
-                delay = self.clock.wall_delay(heap[0][0])
+            if paced:
+                delay = clock.wall_delay(heap[0][0])
                 if delay > 0:
                     self.pump()
                     await asyncio.sleep(min(delay, 0.05))
                     continue
+            t = heap[0][0]
             for _ in range(BATCH):
                 if not heap or heap[0][0] > until:
                     break
-                t, kind, _, device_id, data = heapq.heappop(heap)
-                if not self.clock.paced:
-                    self.clock.advance_to(max(t, self.clock.now()))
-                self._handle(t, kind, device_id)
-                if self.clock.paced and self.clock.wall_delay(heap[0][0] if heap else until) > 0:
+                t, kind, _, device = pop(heap)
+                handle(t, kind, device)
+                if paced and clock.wall_delay(heap[0][0] if heap else until) > 0:
                     break
+            if not paced:
+                clock.advance_to(max(t, clock.now()))
             self.pump()
             if on_batch is not None:
                 on_batch()
@@ -328,11 +342,10 @@ class Fleet:
                 await self._room.wait()
             else:
                 await asyncio.sleep(0)
-        if not self.clock.paced and not self._closing:
-            self.clock.advance_to(max(until, self.clock.now()))
+        if not paced and not self._closing:
+            clock.advance_to(max(until, clock.now()))
 
-    def _handle(self, t: float, kind: int, device_id: str) -> None:
-        device = self.devices[device_id]
+    def _handle(self, t: float, kind: int, device: FleetDevice) -> None:
         if kind == STEP:
             if not device.powered:
                 return  # a power cut dropped this step; power_on schedules the next
@@ -342,51 +355,51 @@ class Fleet:
             made = device.reports - before
             if made:
                 self.stats.reports += made
-                self._ready.add(device_id)
+                self._ready.add(device)
                 if self.on_report is not None:
                     for message in device.queue.newest(made):
-                        self.on_report(device_id, message)
+                        self.on_report(device.id, message)
                 if device.battery is not None:
                     device.battery.reported(t)  # the radio's charge
-            self._push(nxt, STEP, device_id, None)
+            self._push(nxt, STEP, device)
         elif kind == FAULT:
-            stream = self.world.faults.device(device_id)
+            stream = self.world.faults.device(device.id)
             for event in stream.pop_due(t):
                 self._fault(device, event)
             nxt = stream.peek()
             if nxt < math.inf:
-                self._push(nxt, FAULT, device_id, None)
+                self._push(nxt, FAULT, device)
         elif kind == POWER_ON:
             device.power_on(t, self.clocks_set)
-            self._ready.add(device_id)
-            self._push(t, STEP, device_id, None)
+            self._ready.add(device)
+            self._push(t, STEP, device)
         elif kind == NET_UP:
-            self._net_down.discard(device_id)
-            self._ready.add(device_id)
+            self._net_down.discard(device.id)
+            self._ready.add(device)
 
     def _fault(self, device: FleetDevice, e: LinkEvent) -> None:
         self.stats.faults[e.kind] += 1
         if e.kind == "net_cut":
             self._net_down.add(device.id)
-            link = self._link_of.get(device.id)
+            link = device.link
             if not self.shared and link is not None and link.conn is not None:
                 link.conn.abort()  # its connection_lost starts the reconnect loop, which waits for NET_UP
-            self._push(e.t + e.duration_s, NET_UP, device.id, None)
+            self._push(e.t + e.duration_s, NET_UP, device)
         elif e.kind in ("power_cut", "brownout"):
             self._outstanding -= len(device.in_flight)
             device.power_off()
-            self._push(e.t + (e.duration_s if e.kind == "power_cut" else 0.0), POWER_ON, device.id, None)
+            self._push(e.t + (e.duration_s if e.kind == "power_cut" else 0.0), POWER_ON, device)
 
     def finish_faults(self) -> None:
         """End every fault still in progress (networks back, power on), e.g. when a run is over."""
         t = self.clock.now()
         for device_id in list(self._net_down):
             self._net_down.discard(device_id)
-            self._ready.add(device_id)
+            self._ready.add(self.devices[device_id])
         for device in self.devices.values():
             if not device.powered:
                 device.power_on(t, self.clocks_set)
-                self._ready.add(device.id)
+                self._ready.add(device)
         for link in self._links:
             if not link.up:
                 self._start_reconnect(link)

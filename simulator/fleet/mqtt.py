@@ -9,8 +9,10 @@ a small fraction of a report: paho and aiomqtt would eat the whole budget; gmqtt
 general client with its own storage and retry machinery the fleet does not use, and a dependency. This
 one does only what the fleet needs: CONNECT (client id, user name, password, keepalive, optional will),
 PUBLISH QoS 1 written straight into one output buffer that is flushed once per event-loop turn (many
-publishes per write() system call), a PUBACK parser that resolves packet ids, SUBSCRIBE, incoming
-PUBLISH (commands) with their PUBACK, PINGREQ on idle, and the connection's loss.
+publishes per write() system call), or by the owner when it says so (`autoflush=False`: the fleet writes
+each connection once after a round of publishes, without scheduling a callback per connection), a
+PUBACK parser that resolves packet ids, SUBSCRIBE, incoming PUBLISH (commands) with their PUBACK,
+PINGREQ on idle, and the connection's loss.
 
 Bounds: at most `max_inflight` unacknowledged publishes per connection (`publish()` returns False past
 it, and the caller keeps the report queued); the output buffer is bounded by asyncio's flow control:
@@ -75,12 +77,15 @@ def connect_packet(client_id: str, username: str | None, password: str | None, k
 class MqttConnection(asyncio.Protocol):
     """One connection. `await open(...)`; `publish()`; `close()`. Callbacks:
     on_ack(token) when a publish is acknowledged, on_message(topic, payload) for incoming PUBLISH,
-    on_lost(exc) once when the connection ends (tokens still in flight are not acknowledged)."""
+    on_lost(exc) once when the connection ends (tokens still in flight are not acknowledged).
+    `autoflush=False`: publishes wait in the output buffer until `flush()` (the protocol's own packets,
+    PUBACKs and PINGREQs, are still written at the next loop turn)."""
 
     def __init__(self, on_ack: Callable[[Any], None], on_message: Callable[[bytes, bytes], None] | None = None,
                  on_lost: Callable[[Exception | None], None] | None = None, max_inflight: int = 1000,
-                 max_packet: int = MAX_PACKET) -> None:
+                 max_packet: int = MAX_PACKET, autoflush: bool = True) -> None:
         self.on_ack = on_ack
+        self.autoflush = autoflush
         self.on_message = on_message
         self.on_lost = on_lost
         self.max_inflight = min(max_inflight, 65535)
@@ -145,14 +150,23 @@ class MqttConnection(asyncio.Protocol):
             body = _text(topic) + payload
             self._write(bytes((0x30 | retain,)) + _length(len(body)) + body)
             return True
-        if len(self.in_flight) >= self.max_inflight:
+        in_flight = self.in_flight
+        if len(in_flight) >= self.max_inflight:
             return False
         pid = self._pid()
-        self.in_flight[pid] = token
-        n = len(topic) + 4 + len(payload)
-        self._write(bytes((0x32 | (0x08 if dup else 0) | retain,)) + _length(n) + len(topic).to_bytes(2, "big")
-                    + topic + pid.to_bytes(2, "big") + payload)
+        in_flight[pid] = token
+        out = self._out
+        out.append(0x32 | (0x08 if dup else 0) | retain)
+        out += _length(len(topic) + 4 + len(payload))
+        out += len(topic).to_bytes(2, "big")
+        out += topic
+        out += pid.to_bytes(2, "big")
+        out += payload
         self.published += 1
+        self._idle = False
+        if self.autoflush and not self._flush_scheduled and self._loop is not None:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
         return True
 
     def _pid(self) -> int:
@@ -171,15 +185,20 @@ class MqttConnection(asyncio.Protocol):
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        if self._transport is not None and self._out and not self._transport.is_closing():
-            self._transport.write(bytes(self._out))
-        self._out.clear()
+        self.flush()
+
+    def flush(self) -> None:
+        """Write out what is buffered, now."""
+        if self._out:
+            if self._transport is not None and not self._transport.is_closing():
+                self._transport.write(bytes(self._out))
+            self._out.clear()
 
     def close(self) -> None:
         """Send DISCONNECT and close (in-flight publishes are abandoned)."""
         if self._transport is not None and not self._transport.is_closing():
             if self.connected:
-                self._flush()
+                self.flush()
                 self._transport.write(b"\xe0\x00")
             self._transport.close()
 
