@@ -15,6 +15,13 @@ and resynchronises after noise or a boot banner.
 - The port vanishing (USB unplugged: read/write errors, EOF) closes it; the path is tried again with
   backoff and jitter until it comes back. Framing state and ack trust start over on every open.
 
+Reports go to the spool once per turn of the event loop, not once per port read: every port that was
+readable in that turn adds what it read to one `SerialBatch`, handed over in the next turn as one batch
+(one commit callback), and each port then settles its own part in stream order and acks its device.
+At 64 lines each read may hold a frame or two (USB serial adapters deliver every few ms), so the
+per-batch machinery (future, committer hand-off, callbacks) is paid per turn instead of per port.
+Bound: one turn's reads, at most READ_CHUNK bytes per port.
+
 Writes are non-blocking; what the port does not take at once waits in a buffer of at most
 `MAX_WRITE_BUFFER` bytes (acks and commands are small). Past that a write is dropped and counted:
 an ack is made again from the next frame, a command stays open and is sent again.
@@ -50,6 +57,8 @@ log = logging.getLogger("gateway.ingest.serial")
 MAX_WRITE_BUFFER = 64 * 1024
 READ_CHUNK = 4096
 
+Settles = list[tuple[str, AckPoint, Entry]]  # per report of a read: device, its ack point, its frame entry
+
 
 class PortClosed(ConnectionError):
     """The port is not open (unplugged, or not yet reopened)."""
@@ -59,8 +68,9 @@ class SerialPort:
     """One configured port: its reopen loop, its reader, its writer, and the ack state of its devices."""
 
     def __init__(self, path: Path, config: SerialSection, verifier: Verifier, registry: Registry, cids: CidStore,
-                 rng: random.Random, device_hint: str | None = None) -> None:
+                 rng: random.Random, batch: SerialBatch, device_hint: str | None = None) -> None:
         self.path = path
+        self._batch = batch
         self.source = str(path)
         self.config = config
         self.verifier = verifier
@@ -185,15 +195,15 @@ class SerialPort:
         arrival = time.time_ns()  # every frame of this read had arrived by now
         self.last_rx = arrival / 1e9
         batch: list[Received] = []
-        settles: list[tuple[str, AckPoint, Entry]] = []
+        settles: Settles = []
         for item in self._decoder.feed(data):
             if isinstance(item, Rejected):
                 self._framing_error(item)
             else:
                 self._message(item, arrival, batch, settles)
-        if batch:  # one commit and one callback for the reports of this read, settled in stream order
+        if batch:  # committed with every other port's reads of this turn; settled here in stream order
             self._inflight.add(len(batch))
-            self.verifier.store_many(batch, "serial", partial(self._stored, settles))
+            self._batch.add(self, batch, settles)
 
     def _framing_error(self, rejection: Rejected) -> None:
         self.framing_errors += 1
@@ -202,8 +212,7 @@ class SerialPort:
         self.verifier.metrics.reject(rejection.reason, "serial")
         self.verifier.rejections.record(rejection.reason.value, self.device, "serial", self.source, rejection.detail)
 
-    def _message(self, message: bytes, arrival: int, batch: list[Received],
-                 settles: list[tuple[str, AckPoint, Entry]]) -> None:
+    def _message(self, message: bytes, arrival: int, batch: list[Received], settles: Settles) -> None:
         self.frames += 1
         report = self.verifier.check_serial(message, self.source)
         if report is None:
@@ -236,7 +245,8 @@ class SerialPort:
             point.loss()  # first sight: untrusted until the device's next round
         return point
 
-    def _stored(self, settles: list[tuple[str, AckPoint, Entry]], results: list[SubmitResult | None]) -> None:
+    def stored(self, settles: Settles, results: list[SubmitResult | None]) -> None:
+        """The spool's answers for the reports this port added to a batch, in the order it added them."""
         self._inflight.done(len(results))
         for (device, point, entry), result in zip(settles, results):
             point.settle(entry, result is not None)
@@ -330,6 +340,37 @@ class SerialPort:
                 "acked": acked}
 
 
+class SerialBatch:
+    """The reports every port read in one turn of the event loop, handed to the spool together.
+
+    The first `add` of a turn schedules the hand-over with `call_soon`, which runs after every reader
+    callback of that turn; the spool's answers go back to each port for its own part, in order."""
+
+    def __init__(self, verifier: Verifier) -> None:
+        self.verifier = verifier
+        self._reports: list[Received] = []
+        self._parts: list[tuple[SerialPort, Settles]] = []
+
+    def add(self, port: SerialPort, reports: list[Received], settles: Settles) -> None:
+        if not self._parts:
+            asyncio.get_running_loop().call_soon(self._hand_over)
+        self._reports += reports
+        self._parts.append((port, settles))
+
+    def _hand_over(self) -> None:
+        reports, parts = self._reports, self._parts
+        self._reports, self._parts = [], []
+        self.verifier.store_many(reports, "serial", partial(self._answered, parts))
+
+    @staticmethod
+    def _answered(parts: list[tuple[SerialPort, Settles]], results: list[SubmitResult | None]) -> None:
+        start = 0
+        for port, settles in parts:
+            end = start + len(settles)
+            port.stored(settles, results[start:end])
+            start = end
+
+
 class SerialIngest:
     """All configured ports; the serial CommandLink for the device tracker."""
 
@@ -340,7 +381,8 @@ class SerialIngest:
         for device in registry.devices.values():
             if device.link:
                 hints.setdefault(device.link, device.id)
-        self.ports = {str(path): SerialPort(path, config, verifier, registry, cids, rng, hints.get(str(path)))
+        batch = SerialBatch(verifier)
+        self.ports = {str(path): SerialPort(path, config, verifier, registry, cids, rng, batch, hints.get(str(path)))
                       for path in config.ports}
         self._tasks: list[asyncio.Task[None]] = []
 

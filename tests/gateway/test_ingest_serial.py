@@ -132,6 +132,35 @@ async def test_reports_over_a_pty_reach_the_sink_and_the_device_queue_empties(tm
         pty.close()
 
 
+async def test_ports_read_in_the_same_turn_share_a_commit_and_each_device_gets_its_own_acks(tmp_path: Path) -> None:
+    """Reports of every port read in one turn go to the spool as one batch; the answers go back to each
+    port for its own reports, so each device is acked exactly its own queue, and each keeps its order."""
+    ids = ["bin-0042", "bin-0043", "lamp-0117"]
+    write_registry(tmp_path / "registry.toml", ids)
+    ptys = [Pty() for _ in ids]
+    gateway = Gateway(make_config(tmp_path, serial=[pty.path for pty in ptys]))
+    devices = [SerialDevice(device_id, pty, tmp_path / device_id) for device_id, pty in zip(ids, ptys)]
+    sent = {device.id: [device.report() for _ in range(10)] for device in devices}
+    await gateway.start()
+    for device in devices:
+        device.start()
+    try:
+        await wait_for(lambda: all(len(device.queue) == 0 for device in devices), 30, "every queue acked empty")
+        await wait_for(lambda: len(report_keys(jsonl_readings(tmp_path / "out/readings.jsonl"))) == 30, 10,
+                       "every report in the sink")
+        got = report_keys(jsonl_readings(tmp_path / "out/readings.jsonl"))
+        for device_id in ids:
+            assert [(b, s) for d, b, s in got if d == device_id] == sent[device_id]
+        assert gateway.metrics.stored["serial"] == 30
+        assert all(port.device == device_id for port, device_id in zip(gateway.serial.ports.values(), ids))
+    finally:
+        for device in devices:
+            await device.stop()
+        await gateway.stop()
+        for pty in ptys:
+            pty.close()
+
+
 async def test_port_that_vanishes_and_comes_back_is_reopened_and_gets_time_again(tmp_path: Path) -> None:
     write_registry(tmp_path / "registry.toml")
     link = tmp_path / "ttyUSB0"  # a stable name, like /dev/serial/by-id/...
