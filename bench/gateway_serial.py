@@ -2,12 +2,17 @@
 
 Budget (architecture): 64 serial devices at full line rate on one gateway under 30% of one core. Each
 device's pty gets sealed bin reports framed as on the wire (about 90 bytes per frame, so about 128
-frames/s at 115200 baud 8N1), paced every 100 ms; the gateway (`python -m gateway run`, the JSON Lines
+frames/s at 115200 baud 8N1), a chunk every 100 ms (`--tick`); the gateway (`python -m gateway run`, the JSON Lines
 sink) opens the other ends with pyserial, verifies, commits, acks. The figure is the gateway process's
 CPU time over the feeding window divided by the window, against a baseline in the same run: a bare
 reader that only splits the same 64 streams at 0x00.
 
-    PYTHONPATH=. .venv/bin/python bench/gateway_serial.py [--devices 64] [--seconds 20] [--profile DIR]
+    PYTHONPATH=. .venv/bin/python bench/gateway_serial.py [--devices 64] [--seconds 20] [--tick 0.1] [--profile DIR]
+
+`--tick S` writes each line every S seconds. At the default 100 ms a port read holds about 12 frames;
+real USB serial adapters hand over what they have every 1 to 16 ms, so a read holds a frame or two and
+the per-read costs (the read itself, the hand-over to the spool, the ack) weigh more: `--tick 0.02` and
+`--tick 0.005` show how much.
 
 `--profile DIR` records the gateway during the feeding window with py-spy (a dev tool) into
 DIR/gateway_serial.txt: collapsed stacks, one line each, of whichever thread holds the GIL (the Python
@@ -37,7 +42,7 @@ from tests.harness.mosquitto import free_port  # noqa: E402
 
 BAUD = 115_200
 BYTES_PER_S = BAUD // 10  # 8N1: ten bits a byte
-TICK_S = 0.1
+TICK_S = 0.1  # the default write period per line
 
 
 def cpu_seconds(pid: int, task: int | None = None) -> float:
@@ -74,9 +79,10 @@ def open_ptys(n: int) -> list[tuple[int, str]]:
     return pairs
 
 
-def feed(masters: list[int], streams: list[list[bytes]], seconds: float) -> tuple[int, int]:
-    """Write each stream at line rate for `seconds`; read what comes back; (bytes written, frames back)."""
-    per_tick = int(BYTES_PER_S * TICK_S)
+def feed(masters: list[int], streams: list[list[bytes]], seconds: float, tick_s: float) -> tuple[int, int]:
+    """Write each stream at line rate for `seconds`, a chunk every `tick_s`; read what comes back;
+    (bytes written, frames back)."""
+    per_tick = int(BYTES_PER_S * tick_s)
     pending = [b"".join(s) for s in streams]
     offsets = [0] * len(masters)
     written = back = 0
@@ -99,11 +105,12 @@ def feed(masters: list[int], streams: list[list[bytes]], seconds: float) -> tupl
                 back += os.read(fd, 65536).count(0)
             except OSError:
                 pass
-        time.sleep(max(0.0, start + tick * TICK_S - time.monotonic()))
+        time.sleep(max(0.0, start + tick * tick_s - time.monotonic()))
     return written, back
 
 
-def baseline(pairs: list[tuple[int, str]], streams: list[list[bytes]], seconds: float) -> tuple[float, int]:
+def baseline(pairs: list[tuple[int, str]], streams: list[list[bytes]], seconds: float,
+             tick_s: float) -> tuple[float, int]:
     """A bare reader process splitting the same streams at 0x00: its CPU share and the frames it saw."""
     code = ("import os,sys,time,select\n"
             "fds=[os.open(p, os.O_RDWR|os.O_NOCTTY|os.O_NONBLOCK) for p in sys.argv[2:]]\n"
@@ -118,7 +125,7 @@ def baseline(pairs: list[tuple[int, str]], streams: list[list[bytes]], seconds: 
     time.sleep(0.5)
     before = cpu_seconds(proc.pid)
     t0 = time.monotonic()
-    feed([m for m, _ in pairs], streams, seconds)
+    feed([m for m, _ in pairs], streams, seconds, tick_s)
     used = cpu_seconds(proc.pid) - before
     share = used / (time.monotonic() - t0)
     out, _ = proc.communicate(timeout=30)
@@ -149,6 +156,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--tick", type=float, default=TICK_S,
+                        help="seconds between writes to a line (USB serial adapters deliver every 1 to 16 ms)")
     parser.add_argument("--profile", type=Path, help="py-spy the gateway while it is fed, into this directory")
     args = parser.parse_args()
     devices = [f"bin-{i:04d}" for i in range(1, args.devices + 1)]
@@ -157,10 +166,11 @@ def main() -> None:
     streams = [make_frames(d, frames_needed) for d in devices]
     frame_len = sum(len(f) for f in streams[0]) / len(streams[0])
     print(f"gateway serial: {args.devices} devices at {BAUD} baud ({BYTES_PER_S / frame_len:.0f} frames/s each,"
-          f" {frame_len:.0f}-byte frames), {args.seconds:.0f} s; load built in {time.monotonic() - t0:.1f} s")
+          f" {frame_len:.0f}-byte frames, written every {args.tick * 1000:g} ms), {args.seconds:.0f} s; load built in "
+          f"{time.monotonic() - t0:.1f} s")
 
     pairs = open_ptys(args.devices)
-    base_share, base_frames = baseline(pairs, streams, args.seconds)
+    base_share, base_frames = baseline(pairs, streams, args.seconds, args.tick)
     print(f"  baseline (bare reader splitting at 0x00): {base_share * 100:.1f}% of one core, {base_frames} frames")
 
     pairs = open_ptys(args.devices)  # fresh lines for the gateway
@@ -188,7 +198,7 @@ def main() -> None:
             before, main_before = cpu_seconds(proc.pid), cpu_seconds(proc.pid, proc.pid)
             commits_before = metric(http_port, "kerbline_spool_commits_total")
             t_start = time.monotonic()
-            written, back = feed([m for m, _ in pairs], streams, args.seconds)
+            written, back = feed([m for m, _ in pairs], streams, args.seconds, args.tick)
             used = cpu_seconds(proc.pid) - before
             main_used = cpu_seconds(proc.pid, proc.pid) - main_before
             window = time.monotonic() - t_start
