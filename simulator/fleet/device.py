@@ -254,12 +254,12 @@ class FleetDevice:
         return out
 
     def acked(self, boot: int, seq: int) -> bool:
-        """The PUBACK for (boot, seq): it leaves the queue. Whether it was in flight (a power cut or a lost
-        connection forgets what was; a late PUBACK still takes the report off the queue)."""
+        """The PUBACK for (boot, seq): it is no longer in flight and leaves the queue. Whether it left the
+        queue now (False: a PUBACK for a copy that was acked before). A PUBACK that comes after a power cut
+        forgot what was in flight still takes the report off the queue: the broker has it."""
         key = (boot, seq)
-        was = self.in_flight.pop(key, None) is not None
-        self.queue.ack_key(key)
-        return was
+        self.in_flight.pop(key, None)
+        return self.queue.ack_key(key)
 
     def waiting(self) -> bool:
         """Reports queued beyond those in flight (something for the link to take)."""

@@ -65,7 +65,7 @@ class FleetStats:
     steps: int = 0
     reports: int = 0  # built, sealed and queued
     published: int = 0  # PUBLISH packets written (resends included)
-    acked: int = 0
+    acked: int = 0  # reports the broker acknowledged (each once, resent copies not again)
     faults: Counter[str] = field(default_factory=Counter)
     commands: Counter[str] = field(default_factory=Counter)
     reconnects: int = 0
@@ -236,10 +236,14 @@ class Fleet:
     # ------------------------------------------------------------------ MQTT callbacks
 
     def _on_ack(self, token: tuple[FleetDevice, int, int]) -> None:
+        """A PUBACK. `acked` counts reports the broker acknowledged, each once; `outstanding` counts
+        publishes in flight (a power cut or a lost connection has already taken its own off)."""
         device, boot, seq = token
+        in_flight = len(device.in_flight)
         if device.acked(boot, seq):
-            self._outstanding -= 1
             self.stats.acked += 1
+        if len(device.in_flight) < in_flight:
+            self._outstanding -= 1
             if self._outstanding < self.max_outstanding and not self._room.is_set():
                 self._room.set()
         if device.waiting():
