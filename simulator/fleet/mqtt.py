@@ -23,7 +23,7 @@ longer than `max_packet` drops the connection (`MqttError`), never an unbounded 
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 CONNECT_TIMEOUT_S = 10.0
 MAX_PACKET = 4096
@@ -210,8 +210,8 @@ class MqttConnection(asyncio.Protocol):
     # ------------------------------------------------------------------ asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # a stream transport, though not necessarily asyncio's class (uvloop's is its own)
+        self._transport = cast(asyncio.Transport, transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         was = self.connected
