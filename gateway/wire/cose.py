@@ -58,9 +58,12 @@ def verify(message: bytes, lookup_key: KeyLookup, expected_device: str | None = 
 
 
 def build(device_id: str, key: bytes, payload: bytes) -> bytes:
-    """The COSE_Mac0 message carrying `payload` for (or from) `device_id`."""
+    """The COSE_Mac0 message carrying `payload` for (or from) `device_id`, in the devices' layout:
+    tag 17, [protected, {}, payload, tag], every head in its shortest form (assembled by hand like the
+    MAC structure: the serial link seals an `ack` for every read)."""
     protected = _protected_for(device_id)
-    message = cbor2.dumps(cbor2.CBORTag(COSE_MAC0_TAG, [protected, {}, payload, _mac(key, protected, payload)]))
+    message = b"".join((_MESSAGE_HEAD, _bstr_head(len(protected)), protected, b"\xa0", _bstr_head(len(payload)),
+                        payload, _TAG_HEAD, _mac(key, protected, payload)))
     if len(message) > MAX_MESSAGE:
         raise ValueError(f"message of {len(message)} bytes exceeds {MAX_MESSAGE}")
     return message
@@ -77,6 +80,8 @@ def _mac(key: bytes, protected: bytes, payload: bytes) -> bytes:
 
 
 _MAC0_HEAD = b"\x84\x64MAC0"  # array(4), text(4) "MAC0"
+_MESSAGE_HEAD = bytes((0xC0 | COSE_MAC0_TAG, 0x84))  # tag(17), array(4)
+_TAG_HEAD = bytes((0x40 | TAG_LEN,))  # bstr(8)
 
 
 def _bstr_head(n: int) -> bytes:

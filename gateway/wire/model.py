@@ -333,10 +333,11 @@ def _encode_named(command: Command, names: dict[str, int]) -> bytes:
     ops: keys written in ascending order with integer values and a text op are already deterministic
     CBOR (RFC 8949 section 4.2.1) without cbor2's sorting pass, and decoding the result again to check it
     would find nothing that the checks here have not refused already."""
-    if set(command.args) != set(names):
+    args = command.args
+    if args.keys() != names.keys():
         raise ValueError(f"{command.op} takes {', '.join(names)}")
-    values = [command.args[name] for name in names]
-    if not (_is_uint(command.cid) and all(_is_uint(value) for value in values)):
+    values = [args[name] for name in names]
+    if not (_is_uint(command.cid) and all(map(_is_uint, values))):
         raise ValueError(f"a device would refuse this command ({command.op} takes unsigned integers "
                          f"{', '.join(names)}, and a cid)")
     return cbor2.dumps({_C_VERSION: VERSION, _C_CID: command.cid, _C_OP: command.op,

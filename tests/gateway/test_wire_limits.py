@@ -205,6 +205,18 @@ def test_envelope_outer_tag(outer: bytes, reason: Reason | None) -> None:
         assert _reason(lambda: verify(message, KEYS.get)) == reason
 
 
+@pytest.mark.parametrize("size", [0, 23, 24, 255, 256, 990])
+def test_build_assembles_what_cbor2_encodes(size: int) -> None:
+    """`build` writes the envelope by hand; it must be byte for byte cbor2's encoding of the same item,
+    for payloads on both sides of each bstr head length."""
+    payload = bytes(range(256)) * 4
+    payload = payload[:size]
+    message = build(DEVICE, KEY, payload)
+    protected, unprotected, same_payload, tag = cbor2.loads(message).value
+    assert cbor2.dumps(cbor2.CBORTag(17, [protected, unprotected, payload, tag])) == message
+    assert verify(message, KEYS.get) == (DEVICE, payload) and same_payload == payload and unprotected == {}
+
+
 def test_build_refuses_what_a_receiver_would_refuse() -> None:
     with pytest.raises(ValueError):
         build("Bad_Id", KEY, PAYLOAD)
