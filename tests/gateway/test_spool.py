@@ -9,9 +9,13 @@ import struct
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gateway.spool import DeadLetter, ReadMode, Spool, SpoolConfig, SpoolError, SubmitResult
 from gateway.spool.dedup import MAX_ABOVE, MAX_BOOTS, DedupIndex, SeqWindow
+from gateway.spool.records import encode_readings
+from gateway.wire.units import MEASUREMENTS
 from gateway.wire.model import Reading
 from tests.harness.reports import BASE_TIME, bin_report, report
 
@@ -342,3 +346,35 @@ async def test_reading_objects_rendered_by_the_spool(tmp_path: Path) -> None:
     assert struct.pack("<f", got[2]["value"]) == struct.pack("<f", 0.10000000149011612)  # float32 kept
     assert got[4] == {"device": "bin-0042", "boot": 1, "seq": 1, "name": "temp", "value": 21.5, "unit": "Cel",
                       "time": pytest.approx(1_800_000_000.123456, abs=1e-5), "time_estimated": True}
+
+
+_NAMES = st.sampled_from(sorted(MEASUREMENTS)) | st.text(max_size=8)
+_UNITS = st.none() | st.sampled_from(sorted({m.unit for m in MEASUREMENTS.values() if m.unit})) | st.text(max_size=6)
+_VALUES = (st.integers(-(2**70), 2**70) | st.floats(allow_nan=False, allow_infinity=False) | st.booleans()
+           | st.text(max_size=8))
+_OFFSETS = st.sampled_from([0, 0.0, -0.0, 1, 2.5]) | st.integers(-(10**6), 10**6)
+_USUAL_READING = st.sampled_from(sorted((n, m.unit) for n, m in MEASUREMENTS.items() if m.kind == "v" and m.unit)).flatmap(
+    lambda name_unit: st.builds(Reading, st.just(name_unit[0]), st.integers(-(2**70), 2**70) | st.floats(
+        allow_nan=False, allow_infinity=False), st.just(name_unit[1]), st.just(0), st.just(False)))
+_READINGS = st.lists(_USUAL_READING | st.builds(Reading, _NAMES, _VALUES, _UNITS, _OFFSETS, st.booleans()),
+                     min_size=1, max_size=6)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(readings=_READINGS)
+def test_readings_json_is_the_json_encoders_whatever_the_path(readings: list[Reading]) -> None:
+    """The usual readings are written from prepared pieces; the text must be what the JSON encoder
+    writes for the stored rows, and read back to the same readings."""
+    defaults = {name: m.unit for name, m in MEASUREMENTS.items()}
+    rows = [[r.name, r.value, r.unit if r.unit is not None else defaults.get(r.name), r.time_offset,
+             *((1,) if r.is_sum else ())] for r in readings]
+    assert encode_readings(readings) == json.dumps(rows, separators=(",", ":"), ensure_ascii=False)
+    assert json.loads(encode_readings(readings)) == rows
+
+
+def test_every_usual_reading_of_the_table_is_written_as_the_json_encoder_writes_it() -> None:
+    for name, m in MEASUREMENTS.items():
+        for value in (0, -7, 2**64, 21.5, -0.0, 1e-7):
+            readings = [Reading(name, value, m.unit)] if m.kind == "v" and m.unit else []
+            rows = [[r.name, r.value, r.unit, 0] for r in readings]
+            assert encode_readings(readings) == json.dumps(rows, separators=(",", ":"), ensure_ascii=False)
