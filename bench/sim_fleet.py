@@ -19,7 +19,8 @@ figure is printed next to baselines measured in the same run:
    Also the CPU the process and the broker used per report: on a shared machine the rate follows the
    load of the moment, the CPU per report much less (it is the figure to compare runs by).
 4. Faithful mode: RSS of the MicroPython processes of 4 always-on streetlights (the firmware at its
-   64 KB heap, on the sensor server), against a bare `micropython -X heapsize=64k` process.
+   64 KB heap, on the sensor server; their VM is bigger by the firmware's ROM image, docs/simulator.md),
+   against a bare `micropython -X heapsize=64k` process.
 
     python bench/sim_fleet.py [--quick] [--fleet]
       --quick: smaller counts, for iterating
@@ -236,7 +237,7 @@ def rss_kb(pid: int) -> int:
 
 
 async def faithful_rss(lights: int) -> tuple[float, float]:
-    """(mean RSS MB of running faithful lights, RSS MB of a bare VM process with the same heap)."""
+    """(mean RSS MB of running faithful lights, RSS MB of a bare VM process with the program's heap)."""
     from simulator.devices.faithful import FaithfulStreet
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -300,7 +301,7 @@ async def main(quick: bool, fleet_only: bool) -> int:
     if not fleet_only:
         device_mb, bare_mb = await faithful_rss(4)
         print(f"4. faithful mode: {device_mb:.1f} MB RSS per device process (4 streetlights, heap {DEFAULT_HEAP}); "
-              f"a bare VM process with the same heap: {bare_mb:.1f} MB (x{device_mb / bare_mb:.2f})")
+              f"a bare VM process with that heap (no ROM image): {bare_mb:.1f} MB (x{device_mb / bare_mb:.2f})")
     return 0
 
 
