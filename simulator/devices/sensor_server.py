@@ -33,6 +33,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
+from simulator.world.sensors import SensorError
+
 log = logging.getLogger(__name__)
 
 MAX_LINE = 256
@@ -191,8 +193,6 @@ class WorldHardware:
         return self.world.light(self.device_id).sample(self.now())
 
     def _read(self, quantity: str, value: float) -> float:
-        from simulator.world import SensorError
-
         try:
             return float(self.world.sensor(self.device_id, quantity).read(value, self.now()))
         except SensorError as e:
