@@ -35,8 +35,9 @@ def mount(partition_path, app_heap):
     if spare < 0:
         raise MemoryError("ROM partition: the VM's heap is %d bytes short" % -spare)
     if spare > 64:
-        # A bytearray is a 32-byte object plus its data in 32-byte blocks (64-bit unix port).
-        held.append(bytearray((spare - 32) & ~31))
+        # A bytearray is a 32-byte object plus its data in 32-byte blocks (64-bit unix port): rounded up,
+        # so the program is left at most app_heap, never a block more.
+        held.append(bytearray((spare - 32 + 31) & ~31))
     gc.collect()
     left = gc.mem_free() + gc.mem_alloc() - (gc.mem_alloc() - before)
     if not app_heap - 64 <= left <= app_heap:
