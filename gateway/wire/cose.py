@@ -72,11 +72,13 @@ def build(device_id: str, key: bytes, payload: bytes) -> bytes:
 def _mac(key: bytes, protected: bytes, payload: bytes) -> bytes:
     """The tag over the MAC structure ["MAC0", protected, h'', payload], in CBOR's shortest form."""
     data = b"".join((_MAC0_HEAD, _bstr_head(len(protected)), protected, b"\x40", _bstr_head(len(payload)), payload))
-    # hmac.new, not the one-shot hmac.digest: CPython 3.11's one-shot releases the GIL on every call,
-    # however short the message, and on the gateway the spool's thread is usually waiting for it, so
-    # each MAC cost two thread switches (measured: 9 us of wall time instead of 1 with a second busy
-    # thread). The object form keeps the GIL below 2 KiB, which every Kerbline message is.
-    return hmac.new(key, data, "sha256").digest()[:TAG_LEN]
+    # The one-shot hmac.digest releases the GIL on every call (CPython 3.11), however short the message.
+    # That costs thread switches (about 2 us per report on the serial line-rate bench, where hmac.new,
+    # which keeps the GIL, measured better), but it is also where the spool's thread gets the GIL while
+    # MQTT ingest keeps the event loop busy: with hmac.new the committer fell behind at saturation and
+    # its backlog (bounded by spool.max_pending) took the gateway's RSS from 107 to 190 MB
+    # (bench/gateway_e2e.py --quick). Keep it until the committer needs the GIL less often.
+    return hmac.digest(key, data, "sha256")[:TAG_LEN]
 
 
 _MAC0_HEAD = b"\x84\x64MAC0"  # array(4), text(4) "MAC0"
