@@ -73,10 +73,10 @@ def _mac(key: bytes, protected: bytes, payload: bytes) -> bytes:
     """The tag over the MAC structure ["MAC0", protected, h'', payload], in CBOR's shortest form."""
     data = b"".join((_MAC0_HEAD, _bstr_head(len(protected)), protected, b"\x40", _bstr_head(len(payload)), payload))
     # The one-shot hmac.digest releases the GIL on every call (CPython 3.11), however short the message.
-    # That costs thread switches (about 2 us per report on the serial line-rate bench, where hmac.new,
-    # which keeps the GIL, measured better), but it is also where the spool's thread gets the GIL while
-    # MQTT ingest keeps the event loop busy: with hmac.new the committer fell behind at saturation and
-    # its backlog (bounded by spool.max_pending) took the gateway's RSS from 107 to 190 MB
+    # That costs thread switches (hmac.new, which keeps the GIL, measured 0.5 to 1 point of a core better
+    # on the serial line-rate bench), but it is also where the spool's thread gets the GIL while MQTT
+    # ingest keeps the event loop busy: with hmac.new the committer fell behind at saturation and its
+    # backlog (bounded by spool.max_pending) took the gateway's RSS from about 105 to 163-202 MB
     # (bench/gateway_e2e.py --quick). Keep it until the committer needs the GIL less often.
     return hmac.digest(key, data, "sha256")[:TAG_LEN]
 
