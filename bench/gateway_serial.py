@@ -2,12 +2,14 @@
 
 Budget (architecture): 64 serial devices at full line rate on one gateway under 30% of one core. Each
 device's pty gets sealed bin reports framed as on the wire (about 90 bytes per frame, so about 128
-frames/s at 115200 baud 8N1), a chunk every 100 ms (`--tick`); the gateway (`python -m gateway run`, the JSON Lines
-sink) opens the other ends with pyserial, verifies, commits, acks. The figure is the gateway process's
-CPU time over the feeding window divided by the window, against a baseline in the same run: a bare
-reader that only splits the same 64 streams at 0x00.
+frames/s at 115200 baud 8N1), a chunk every 100 ms (`--tick`); the gateway (`python -m gateway run`,
+the JSON Lines sink) opens the other ends with pyserial, verifies, commits, acks. The figure is the
+gateway process's CPU time over the feeding window divided by the window (also per report, and the
+event-loop thread's share), against a baseline in the same run: a bare reader that only splits the
+same 64 streams at 0x00.
 
-    PYTHONPATH=. .venv/bin/python bench/gateway_serial.py [--devices 64] [--seconds 20] [--tick 0.1] [--profile DIR]
+    PYTHONPATH=. .venv/bin/python bench/gateway_serial.py [--devices 64] [--seconds 20] [--tick 0.1]
+                                                          [--profile DIR]
 
 `--tick S` writes each line every S seconds. At the default 100 ms a port read holds about 12 frames;
 real USB serial adapters hand over what they have every 1 to 16 ms, so a read holds a frame or two and
@@ -16,7 +18,7 @@ the per-read costs (the read itself, the hand-over to the spool, the ack) weigh 
 
 `--profile DIR` records the gateway during the feeding window with py-spy (a dev tool) into
 DIR/gateway_serial.txt: collapsed stacks, one line each, of whichever thread holds the GIL (the Python
-work; SQLite's own work runs with the GIL released and shows only in the per-thread CPU line).
+work; SQLite's own work runs with the GIL released and shows only in the CPU per report).
 """
 from __future__ import annotations
 
