@@ -90,6 +90,9 @@ class SerialSection:
     reconnect_max_s: float = 10.0
     # The `time` command is sent again at most this often to a device whose clock looks unset or wrong.
     time_resend_s: float = 60.0
+    # A port is read at most this often (0: at every wake-up): what arrives in between waits in the
+    # kernel's buffer and costs one read, not one per USB transfer (gateway/ingest/serial.py).
+    read_interval_s: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -258,6 +261,7 @@ _LIMITS: dict[str, tuple[float, float]] = {
     "serial.reconnect_min_s": (0.01, 3600),
     "serial.reconnect_max_s": (0.01, 3600),
     "serial.time_resend_s": (1, 86400),
+    "serial.read_interval_s": (0, 0.2),
     "verify.quarantine_frames": (1, 1_000_000),
     "verify.quarantine_bytes": (2048, 1 << 30),
     "verify.log_burst": (1, 100_000),

@@ -15,6 +15,14 @@ and resynchronises after noise or a boot banner.
 - The port vanishing (USB unplugged: read/write errors, EOF) closes it; the path is tried again with
   backoff and jitter until it comes back. Framing state and ack trust start over on every open.
 
+A port is read at most every `serial.read_interval_s` (50 ms): after a read its reader is set aside and
+put back when the interval is over, and what arrived meanwhile waits in the kernel's tty buffer. USB
+serial adapters hand data over every 1 to 16 ms, a frame or two at a time; the per-read costs (a wake-up,
+a read, a batch) are then paid once per interval, so 64 lines at full rate cost the same whatever the
+adapters' latency. The interval is capped so that the tty buffer (4 KB) never holds more than 2 KB at the
+port's baud rate (178 ms at 115200); a report waits at most one interval more, well inside the
+device's 2 s ack timeout and the upstream batch window.
+
 Reports go to the spool once per turn of the event loop, not once per port read: every port that was
 readable in that turn adds what it read to one `SerialBatch`, handed over in the next turn as one batch
 (one commit callback), and each port then settles its own part in stream order and acks its device.
@@ -56,6 +64,7 @@ log = logging.getLogger("gateway.ingest.serial")
 
 MAX_WRITE_BUFFER = 64 * 1024
 READ_CHUNK = 4096
+TTY_HEADROOM = 2048  # bytes a paced port may let the kernel's 4 KB tty buffer collect between reads
 
 Settles = list[tuple[str, AckPoint, Entry]]  # per report of a read: device, its ack point, its frame entry
 
@@ -83,6 +92,8 @@ class SerialPort:
         self._decoder = FrameDecoder()
         self._out = bytearray()
         self._lost: asyncio.Future[str] | None = None
+        self._pause = min(config.read_interval_s, TTY_HEADROOM * 10 / config.baudrate)  # 10 bits per byte, 8N1
+        self._resume: asyncio.TimerHandle | None = None
         self._acks: dict[str, AckPoint] = {}
         self._ack_due: set[str] = set()
         self._timed: dict[str, float] = {}  # device -> monotonic time of the last `time` sent
@@ -94,6 +105,7 @@ class SerialPort:
         self.opened_at: float | None = None
         self.opens = 0
         self.frames = 0
+        self.reads = 0
         self.framing_errors = 0
         self.write_drops = 0
         self.last_rx: float | None = None
@@ -160,6 +172,7 @@ class SerialPort:
             self._send_time(self.device)
 
     def _close(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._cancel_resume()
         if self._fd >= 0:
             loop.remove_reader(self._fd)
             loop.remove_writer(self._fd)
@@ -175,11 +188,28 @@ class SerialPort:
         if self._lost is not None and not self._lost.done():
             self._lost.set_result(why)
         loop = asyncio.get_running_loop()
+        self._cancel_resume()
         if self._fd >= 0:
             loop.remove_reader(self._fd)
             loop.remove_writer(self._fd)
 
+    def _cancel_resume(self) -> None:
+        if self._resume is not None:
+            self._resume.cancel()
+            self._resume = None
+
     # --- reading ------------------------------------------------------------------------------
+
+    def _pace(self) -> None:
+        """Set the reader aside until the read interval is over (see the module docstring)."""
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(self._fd)
+        self._resume = loop.call_later(self._pause, self._read_again, self._fd)
+
+    def _read_again(self, fd: int) -> None:
+        self._resume = None
+        if fd == self._fd and not self._stopping and self._lost is not None and not self._lost.done():
+            asyncio.get_running_loop().add_reader(fd, self._readable)
 
     def _readable(self) -> None:
         try:
@@ -192,6 +222,9 @@ class SerialPort:
         if not data:
             self._lose("end of file (device gone)")
             return
+        self.reads += 1
+        if self._pause > 0:
+            self._pace()
         arrival = time.time_ns()  # every frame of this read had arrived by now
         self.last_rx = arrival / 1e9
         batch: list[Received] = []
@@ -316,6 +349,7 @@ class SerialPort:
         """Stop reading, let received reports commit and their acks go out, close the port."""
         self._stopping = True
         loop = asyncio.get_running_loop()
+        self._cancel_resume()
         if self._fd >= 0:
             loop.remove_reader(self._fd)
         if not await self._inflight.drained():
@@ -335,7 +369,8 @@ class SerialPort:
     def public(self) -> dict[str, Any]:
         acked = {d: list(p.acked) if p.acked else None for d, p in self._acks.items()}
         return {"port": self.source, "state": self.state, "device": self.device, "opened_at": self.opened_at,
-                "opens": self.opens, "frames": self.frames, "framing_errors": self.framing_errors,
+                "opens": self.opens, "frames": self.frames, "reads": self.reads,
+                "framing_errors": self.framing_errors,
                 "write_drops": self.write_drops, "last_rx": self.last_rx, "last_error": self.last_error,
                 "acked": acked}
 
@@ -421,9 +456,12 @@ class SerialIngest:
                                      labels=["port"])
         drops = CounterMetricFamily("kerbline_serial_write_drops", "Writes dropped at the buffer bound",
                                     labels=["port"])
+        reads = CounterMetricFamily("kerbline_serial_reads", "Reads of the port (at most one per read interval)",
+                                    labels=["port"])
         for path, port in self.ports.items():
             up.add_metric([path], 1 if port.is_open else 0)
             frames.add_metric([path], port.frames)
             errors.add_metric([path], port.framing_errors)
             drops.add_metric([path], port.write_drops)
-        yield from (up, frames, errors, drops)
+            reads.add_metric([path], port.reads)
+        yield from (up, frames, errors, drops, reads)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from pathlib import Path
 
@@ -227,3 +228,35 @@ async def test_forged_frames_are_refused_and_commands_reach_a_serial_device(tmp_
         await device.stop()
         await gateway.stop()
         pty.close()
+
+
+async def _deliver_in_small_writes(tmp_path: Path, read_interval_s: float) -> tuple[int, int]:
+    """20 reports, one frame every 10 ms (as a USB adapter hands data over); (reads, reports stored)."""
+    write_registry(tmp_path / "registry.toml")
+    pty = Pty()
+    config = make_config(tmp_path, serial=[pty.path])
+    config = dataclasses.replace(config, serial=dataclasses.replace(config.serial, read_interval_s=read_interval_s))
+    gateway = Gateway(config)
+    await gateway.start()
+    try:
+        assert gateway.serial is not None
+        port = gateway.serial.ports[pty.path]
+        await wait_for(lambda: port.is_open, 5, "the port to open")
+        for seq in range(1, 21):
+            pty.write(encode_frame(sealed_report("bin-0042", 1, seq)))
+            await asyncio.sleep(0.01)
+        out = tmp_path / "out/readings.jsonl"
+        await wait_for(lambda: len(report_keys(jsonl_readings(out))) == 20, 10, "every report in the sink")
+        return port.reads, len(report_keys(jsonl_readings(out)))
+    finally:
+        await gateway.stop()
+
+
+async def test_a_paced_port_takes_many_small_deliveries_in_a_few_reads_and_loses_none(tmp_path: Path) -> None:
+    reads, stored = await _deliver_in_small_writes(tmp_path, 0.1)
+    assert stored == 20 and reads <= 5, reads  # 200 ms of deliveries, one read per 100 ms interval
+
+
+async def test_without_pacing_each_delivery_is_its_own_read(tmp_path: Path) -> None:
+    reads, stored = await _deliver_in_small_writes(tmp_path, 0.0)
+    assert stored == 20 and reads >= 15, reads
