@@ -19,6 +19,7 @@ stages older than `max_age`.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import random
 import signal
@@ -144,6 +145,7 @@ class Gateway:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await self.start()
+        _tune_gc()
         watchdog = Watchdog.from_environment(self.liveness, lambda: describe(self))
         watchdog.ready()
         await stop.wait()
@@ -214,3 +216,12 @@ class Gateway:
         for stage, age in self.liveness().items():
             progress.add_metric([stage], age)
         yield progress
+
+
+def _tune_gc() -> None:
+    """For the service process, once started: what start-up made (modules, config, registry, sinks) lives as
+    long as the process, so it leaves the collector's generations (`gc.freeze`); and the young generation
+    is collected every 10,000 allocations instead of 700, since a report's objects are short-lived and
+    free of cycles. Measured with bench/gateway_serial.py: about 2.5 us less CPU per report."""
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
