@@ -15,13 +15,14 @@ and resynchronises after noise or a boot banner.
 - The port vanishing (USB unplugged: read/write errors, EOF) closes it; the path is tried again with
   backoff and jitter until it comes back. Framing state and ack trust start over on every open.
 
-A port is read at most every `serial.read_interval_s` (50 ms): after a read its reader is set aside and
-put back when the interval is over, and what arrived meanwhile waits in the kernel's tty buffer. USB
-serial adapters hand data over every 1 to 16 ms, a frame or two at a time; the per-read costs (a wake-up,
-a read, a batch) are then paid once per interval, so 64 lines at full rate cost the same whatever the
-adapters' latency. The interval is capped so that the tty buffer (4 KB) never holds more than 2 KB at the
-port's baud rate (178 ms at 115200); a report waits at most one interval more, well inside the
-device's 2 s ack timeout and the upstream batch window.
+Ports are read together, at most every `serial.read_interval_s` (50 ms; `ReadPacer`): a port that
+becomes readable has its reader set aside and joins the next read round, in which every waiting port is
+read in the same turn of the event loop, and what arrives meanwhile waits in the kernel's tty buffer. USB
+serial adapters hand data over every 1 to 16 ms, a frame or two at a time; the per-read costs (a
+wake-up, a read, a spool batch) are then paid once per round, so 64 lines at full rate cost the same
+whatever the adapters' latency. The interval is capped so that the tty buffer (4 KB) never holds more
+than 2 KB at the ports' baud rate (178 ms at 115200); a report waits at most one interval more, well
+inside the device's 2 s ack timeout and the upstream batch window. An idle port costs nothing.
 
 Reports go to the spool once per turn of the event loop, not once per port read: every port that was
 readable in that turn adds what it read to one `SerialBatch`, handed over in the next turn as one batch
@@ -77,7 +78,8 @@ class SerialPort:
     """One configured port: its reopen loop, its reader, its writer, and the ack state of its devices."""
 
     def __init__(self, path: Path, config: SerialSection, verifier: Verifier, registry: Registry, cids: CidStore,
-                 rng: random.Random, batch: SerialBatch, device_hint: str | None = None) -> None:
+                 rng: random.Random, batch: SerialBatch, pacer: ReadPacer,
+                 device_hint: str | None = None) -> None:
         self.path = path
         self._batch = batch
         self.source = str(path)
@@ -92,8 +94,7 @@ class SerialPort:
         self._decoder = FrameDecoder()
         self._out = bytearray()
         self._lost: asyncio.Future[str] | None = None
-        self._pause = min(config.read_interval_s, TTY_HEADROOM * 10 / config.baudrate)  # 10 bits per byte, 8N1
-        self._resume: asyncio.TimerHandle | None = None
+        self._pacer = pacer
         self._acks: dict[str, AckPoint] = {}
         self._ack_due: set[str] = set()
         self._timed: dict[str, float] = {}  # device -> monotonic time of the last `time` sent
@@ -172,7 +173,6 @@ class SerialPort:
             self._send_time(self.device)
 
     def _close(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._cancel_resume()
         if self._fd >= 0:
             loop.remove_reader(self._fd)
             loop.remove_writer(self._fd)
@@ -188,30 +188,28 @@ class SerialPort:
         if self._lost is not None and not self._lost.done():
             self._lost.set_result(why)
         loop = asyncio.get_running_loop()
-        self._cancel_resume()
         if self._fd >= 0:
             loop.remove_reader(self._fd)
             loop.remove_writer(self._fd)
 
-    def _cancel_resume(self) -> None:
-        if self._resume is not None:
-            self._resume.cancel()
-            self._resume = None
-
     # --- reading ------------------------------------------------------------------------------
 
-    def _pace(self) -> None:
-        """Set the reader aside until the read interval is over (see the module docstring)."""
-        loop = asyncio.get_running_loop()
-        loop.remove_reader(self._fd)
-        self._resume = loop.call_later(self._pause, self._read_again, self._fd)
-
-    def _read_again(self, fd: int) -> None:
-        self._resume = None
-        if fd == self._fd and not self._stopping and self._lost is not None and not self._lost.done():
-            asyncio.get_running_loop().add_reader(fd, self._readable)
-
     def _readable(self) -> None:
+        if self._pacer.interval > 0:
+            asyncio.get_running_loop().remove_reader(self._fd)
+            self._pacer.wait(self)
+        else:
+            self.read()
+
+    def read_round(self) -> None:
+        """The pacer's round: read what waited, then watch the port again (unless it went meanwhile)."""
+        if self._fd < 0 or self._stopping or self._lost is None or self._lost.done():
+            return
+        self.read()
+        if self._fd >= 0 and self._lost is not None and not self._lost.done():
+            asyncio.get_running_loop().add_reader(self._fd, self._readable)
+
+    def read(self) -> None:
         try:
             data = os.read(self._fd, READ_CHUNK)
         except BlockingIOError:
@@ -223,8 +221,6 @@ class SerialPort:
             self._lose("end of file (device gone)")
             return
         self.reads += 1
-        if self._pause > 0:
-            self._pace()
         arrival = time.time_ns()  # every frame of this read had arrived by now
         self.last_rx = arrival / 1e9
         batch: list[Received] = []
@@ -349,7 +345,6 @@ class SerialPort:
         """Stop reading, let received reports commit and their acks go out, close the port."""
         self._stopping = True
         loop = asyncio.get_running_loop()
-        self._cancel_resume()
         if self._fd >= 0:
             loop.remove_reader(self._fd)
         if not await self._inflight.drained():
@@ -406,6 +401,35 @@ class SerialBatch:
             start = end
 
 
+class ReadPacer:
+    """Reads the ports that became readable together, at most once per `interval` (module docstring)."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._waiting: list[SerialPort] = []
+        self._round: asyncio.TimerHandle | None = None
+        self._last = 0.0
+
+    def wait(self, port: SerialPort) -> None:
+        self._waiting.append(port)
+        if self._round is None:
+            loop = asyncio.get_running_loop()
+            self._round = loop.call_at(max(loop.time(), self._last + self.interval), self._read_round)
+
+    def _read_round(self) -> None:
+        self._round = None
+        self._last = asyncio.get_running_loop().time()
+        ports, self._waiting = self._waiting, []
+        for port in ports:
+            port.read_round()
+
+    def cancel(self) -> None:
+        if self._round is not None:
+            self._round.cancel()
+            self._round = None
+        self._waiting = []
+
+
 class SerialIngest:
     """All configured ports; the serial CommandLink for the device tracker."""
 
@@ -417,7 +441,9 @@ class SerialIngest:
             if device.link:
                 hints.setdefault(device.link, device.id)
         batch = SerialBatch(verifier)
-        self.ports = {str(path): SerialPort(path, config, verifier, registry, cids, rng, batch, hints.get(str(path)))
+        self._pacer = ReadPacer(min(config.read_interval_s, TTY_HEADROOM * 10 / config.baudrate))  # 8N1: 10 bits a byte
+        self.ports = {str(path): SerialPort(path, config, verifier, registry, cids, rng, batch, self._pacer,
+                                            hints.get(str(path)))
                       for path in config.ports}
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -427,6 +453,7 @@ class SerialIngest:
 
     async def stop(self) -> None:
         await asyncio.gather(*(port.stop() for port in self.ports.values()), return_exceptions=True)
+        self._pacer.cancel()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
