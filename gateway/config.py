@@ -90,8 +90,9 @@ class SerialSection:
     reconnect_max_s: float = 10.0
     # The `time` command is sent again at most this often to a device whose clock looks unset or wrong.
     time_resend_s: float = 60.0
-    # A port is read at most this often (0: at every wake-up): what arrives in between waits in the
-    # kernel's buffer and costs one read, not one per USB transfer (gateway/ingest/serial.py).
+    # The ports that have data are read together at most this often (0: each at every wake-up): what
+    # arrives in between waits in the kernel's buffer and costs one read, not one per USB transfer
+    # (gateway/ingest/serial.py, ReadPacer).
     read_interval_s: float = 0.05
 
 
