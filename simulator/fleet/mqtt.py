@@ -50,6 +50,23 @@ def _length(n: int) -> bytes:
             return bytes(out)
 
 
+def remaining_length(buf: bytes | bytearray, at: int) -> tuple[int, int] | None:
+    """The remaining length of a packet whose length bytes start at `at`: (length, index after them), or
+    None when `buf` ends first; MqttError past the 4 bytes MQTT allows."""
+    length = shift = 0
+    i = at
+    while i < len(buf):
+        byte = buf[i]
+        length |= (byte & 0x7F) << shift
+        i += 1
+        if not byte & 0x80:
+            return length, i
+        shift += 7
+        if shift > 21:
+            raise MqttError("malformed remaining length")
+    return None
+
+
 def _text(value: bytes) -> bytes:
     return len(value).to_bytes(2, "big") + value
 
@@ -247,19 +264,10 @@ class MqttConnection(asyncio.Protocol):
                     self._puback(buf[at + 2] << 8 | buf[at + 3])
                     at += 4
                     continue
-                length = shift = 0
-                i = at + 1
-                while True:
-                    if i >= end:
-                        return self._keep(at)
-                    byte = buf[i]
-                    length |= (byte & 0x7F) << shift
-                    shift += 7
-                    i += 1
-                    if not byte & 0x80:
-                        break
-                    if shift > 21:
-                        raise MqttError("malformed remaining length")
+                got = remaining_length(buf, at + 1)
+                if got is None:
+                    return self._keep(at)
+                length, i = got
                 if length > self.max_packet:
                     raise MqttError(f"incoming packet of {length} bytes (max {self.max_packet})")
                 if end - i < length:

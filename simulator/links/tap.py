@@ -24,6 +24,7 @@ from collections import Counter
 from typing import Callable
 
 from gateway.wire import FrameDecoder, Rejected, Report, parse_command, parse_report, verify
+from simulator.fleet.mqtt import MqttError, remaining_length
 
 MAX_UNACKED = 4096
 MAX_PACKET = 65536
@@ -141,21 +142,14 @@ class _Splitter:
         out: list[tuple[int, bytes]] = []
         while True:
             buf = self._buf
-            length = 0
-            shift = 0
-            i = 1
-            while True:
-                if i >= len(buf):
-                    return out
-                byte = buf[i]
-                length |= (byte & 0x7F) << shift
-                shift += 7
-                i += 1
-                if not byte & 0x80:
-                    break
-                if i > 4:
-                    self.broken = True
-                    return out
+            try:
+                got = remaining_length(buf, 1)
+            except MqttError:
+                self.broken = True
+                return out
+            if got is None:
+                return out
+            length, i = got
             if length > MAX_PACKET:
                 self.broken = True
                 self._buf.clear()
