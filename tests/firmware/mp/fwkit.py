@@ -2,6 +2,7 @@
 
 - `config(kind, **settings)`: a valid raw config (a fake test key from tests/vectors/devices.json)
 - `cfg_for(kind, **settings)`: the same, checked and filled in by the firmware's own `config.check`
+- `run_scenario(scenarios, name)`: wipe the device state off the flash, run `scenario_<name>`
 - `run_cases(cases, folder, file_cases)`: run case functions, print "ok NAME" / "FAIL NAME: why", exit 1
   if any failed
 - `Tap`: the in-test stand-in for a link (kerbline.links.*): once reports are waiting it hands its
@@ -37,6 +38,16 @@ def cfg_for(kind, **settings):
     from kerbline import config as firmware_config  # imported here: not every test program needs it
 
     return firmware_config.check(config(kind, **settings))
+
+
+def run_scenario(scenarios, name):
+    """On a fresh flash (the VM's root), run `scenario_<name>` from the module globals `scenarios`."""
+    import os
+
+    for entry in os.listdir("/"):
+        if entry.endswith((".cnt", ".log", ".json", ".tmp")) or entry == "cid":
+            os.remove("/" + entry)
+    scenarios["scenario_" + name]()
 
 
 def run_cases(cases, folder, file_cases=()):

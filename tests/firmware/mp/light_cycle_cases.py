@@ -7,10 +7,9 @@ VM. Prints what happens, one event per line, for the pytest side to check:
   X                     the board was reset;  T  the run was stopped (light: the virtual time is up)
   O <relay 0|1> <pwm>   the lamp outputs at that moment;  Q <n>  reports waiting in the queue
 """
-import os
 import sys
 
-from fwkit import config, make_app
+from fwkit import config, make_app, run_scenario
 from scripted_board import Board, Reset, TimeUp
 
 from kerbline import light_cycle
@@ -62,10 +61,7 @@ def scenario_light_bus_fault():
 
 
 def main(name):
-    for entry in os.listdir("/"):  # a fresh flash
-        if entry.endswith((".cnt", ".log", ".json", ".tmp")) or entry == "cid":
-            os.remove("/" + entry)
-    globals()["scenario_" + name]()
+    run_scenario(globals(), name)
 
 
 if __name__ == "__main__":
