@@ -108,10 +108,10 @@ def flash(opts: FlashOptions, steps: Steps | None = None) -> FlashResult:
                   f"{'; new key (the registry takes it once the board is verified)' if new_key else '; key kept'}")
     with steps.step("compile") as step:
         files = _compile(opts.build_dir)
+        rom = romfs_image(files)
         image = opts.build_dir / ROM_IMAGE
-        image.write_bytes(romfs_image(files))
-        step.done(f"{len(files)} files, {mpy_size(files) / 1024:.1f} KB of .mpy; "
-                  f"ROMFS image {image.stat().st_size / 1024:.1f} KB")
+        image.write_bytes(rom)
+        step.done(f"{len(files)} files, {mpy_size(files) / 1024:.1f} KB of .mpy; ROMFS image {len(rom) / 1024:.1f} KB")
     with steps.step("config") as step:
         config = provision.device_config(device, provision.load_settings(opts.registry, device))
         if opts.wait:
@@ -121,16 +121,16 @@ def flash(opts: FlashOptions, steps: Steps | None = None) -> FlashResult:
     with tempfile.TemporaryDirectory(prefix="kerbline-flash-") as private:  # mode 0700: the config holds the key
         with steps.step("read board") as step:
             before = board.inventory()
-            in_rom = before.rom_size is not None and image.stat().st_size <= before.rom_size
+            in_rom = before.rom_size is not None and len(rom) <= before.rom_size
             wanted = _wanted([f for f in files if f.board_path in SOURCE_ONLY] if in_rom else files, config,
                              Path(private))
-            plan = _plan(opts, wanted, before, Path(private), _sha256(image) if in_rom else None)
-            step.done(f"MicroPython answered; {_describe_rom(before, plan, image)}; {plan.unchanged} of "
+            plan = _plan(opts, wanted, before, Path(private), hashlib.sha256(rom).hexdigest() if in_rom else None)
+            step.done(f"MicroPython answered; {_describe_rom(before, plan, len(rom))}; {plan.unchanged} of "
                       f"{len(plan.expected)} files already in place, {len(plan.copies)} to write, "
                       f"{len(plan.removes)} to remove")
         with steps.step("write") as step:
             if plan.rom_write:
-                step.progress(f"ROM partition: {image.stat().st_size} B image")
+                step.progress(f"ROM partition: {len(rom)} B image")
                 board.deploy_rom(image)
             total = len(plan.copies)
             board.write(plan.mkdirs, [(plan.local[p], p) for p in plan.copies], sorted(plan.removes),
@@ -146,8 +146,8 @@ def flash(opts: FlashOptions, steps: Steps | None = None) -> FlashResult:
             _verify(board.inventory(), plan)
             step.done(f"{len(plan.expected)} files{' and the ROM image' if plan.rom_sha256 else ''} match their "
                       "sha256 on the board")
-    rom = "none" if plan.rom_sha256 is None else "written" if plan.rom_write else "unchanged"
-    result = FlashResult(plan.copies, sorted(plan.removes), plan.unchanged, rom)
+    rom_state = "none" if plan.rom_sha256 is None else "written" if plan.rom_write else "unchanged"
+    result = FlashResult(plan.copies, sorted(plan.removes), plan.unchanged, rom_state)
     with steps.step("reset") as step:
         if new_key is not None:
             set_key(opts.registry, device.id, new_key)
@@ -222,15 +222,11 @@ def _wanted(files: list[BuiltFile], config: dict[str, Any], private: Path) -> di
     return wanted
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _describe_rom(inv: Inventory, plan: _Plan, image: Path) -> str:
+def _describe_rom(inv: Inventory, plan: _Plan, image_size: int) -> str:
     if plan.rom_sha256 is None:
         if inv.rom_size is None:
             return "no ROM partition (the firmware goes on the flash)"
-        return (f"the ROM partition ({inv.rom_size} B) is smaller than the image ({image.stat().st_size} B): "
+        return (f"the ROM partition ({inv.rom_size} B) is smaller than the image ({image_size} B): "
                 "the firmware goes on the flash")
     return f"ROM partition {inv.rom_size} B, {'image to write' if plan.rom_write else 'image already in place'}"
 
