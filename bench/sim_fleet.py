@@ -45,10 +45,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from gateway.tools.firmware_build import micropython_path  # noqa: E402
 from kerbline.wire import report  # noqa: E402
 from kerbline.wire.cose import Sealer  # noqa: E402
 from simulator.devices import provision  # noqa: E402
-from simulator.devices.runner import DEFAULT_HEAP, micropython_binary  # noqa: E402
+from simulator.devices.runner import DEFAULT_HEAP  # noqa: E402
 from simulator.fleet.fleet import Fleet, tune_gc  # noqa: E402
 from simulator.fleet.mqtt import MqttConnection  # noqa: E402
 from simulator.links.broker import Broker  # noqa: E402
@@ -242,7 +243,7 @@ async def faithful_rss(lights: int) -> tuple[float, float]:
 
     with tempfile.TemporaryDirectory() as tmp:
         bare = await asyncio.create_subprocess_exec(
-            str(micropython_binary()), "-X", f"heapsize={DEFAULT_HEAP}", "-c", "import time\ntime.sleep(30)")
+            str(micropython_path()), "-X", f"heapsize={DEFAULT_HEAP}", "-c", "import time\ntime.sleep(30)")
         sc = builtin_scenario("soak")
         specs = [d for d in sc.devices if d.kind == "light" and d.link == "serial"][:lights]
         world = World(sc)

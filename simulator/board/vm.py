@@ -28,6 +28,7 @@ import termios
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
 from simulator.devices.rom import VM_SIDE as ROM_VM_SIDE, rom_heap
 
 log = logging.getLogger(__name__)

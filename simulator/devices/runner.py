@@ -42,11 +42,11 @@ import collections
 import enum
 import os
 import signal
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from gateway.tools.firmware_build import micropython_path
 from simulator.devices.rom import rom_heap
 
 EXIT_DEEPSLEEP = 64
@@ -58,14 +58,6 @@ MAX_CRASHES = 5
 LOG_MAX_BYTES = 1 << 20
 TAIL_LINES = 40
 POWER_CUT_FILES = (".rtc", ".clock", ".reset")
-
-
-def micropython_binary() -> Path:
-    """The unix-port launcher installed next to the running interpreter (`.venv/bin/micropython`)."""
-    beside = Path(sys.executable).with_name("micropython")
-    if beside.exists():
-        return beside
-    raise FileNotFoundError(f"no micropython next to {sys.executable}: run scripts/bootstrap.sh")
 
 
 class State(enum.Enum):
@@ -101,7 +93,7 @@ class DeviceRunner:
         self.heap = heap
         self.vm_heap, self.app_heap = rom_heap(heap, self.rom)
         self._env = {**os.environ, "KERBLINE_ROM": str(self.rom), "KERBLINE_APP_HEAP": str(self.app_heap)}
-        self.micropython = micropython or micropython_binary()
+        self.micropython = micropython or micropython_path()
         self.on_line = on_line
         self.on_boot_end = on_boot_end  # e.g. the serial line flushes the UART's receive buffer
         self.crash_pause_s = crash_pause_s
